@@ -1,0 +1,56 @@
+"""Checkpoints at every epoch end, and resuming an interrupted run where it stopped.
+
+A checkpoint holds the model (every sub-network, GAL and method weight), every optimizer the model
+owns (their step counters drive the learning-rate schedules) and the number of finished epochs.
+Data order depends only on (seed, epoch) (`great_tf.data.train_dataset`), so a resumed run repeats
+exactly what the uninterrupted run would have done.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def model_optimizers(model):
+    """Every optimizer the model holds as an attribute (`optimizer`, `weight_optimizer`, ...)."""
+    found = {}
+    for name, value in sorted(vars(model).items()):
+        if isinstance(value, keras.optimizers.Optimizer):
+            found[name.lstrip("_")] = value
+    if getattr(model, "optimizer", None) is not None:
+        found["optimizer"] = model.optimizer
+    return found
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves a `tf.train.Checkpoint` of the model and its optimizers after every epoch."""
+
+    def __init__(self, directory, max_to_keep=1):
+        super().__init__()
+        self.directory = directory
+        self.max_to_keep = max_to_keep
+        self._manager = None
+
+    def on_train_begin(self, logs=None):
+        self._epoch, self._manager = checkpoint_manager(self.model, self.directory, self.max_to_keep)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch.assign(epoch + 1)
+        self._manager.save(checkpoint_number=epoch + 1)
+
+
+def checkpoint_manager(model, directory, max_to_keep=1):
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="finished_epochs")
+    checkpoint = tf.train.Checkpoint(model=model, finished_epochs=epoch, **model_optimizers(model))
+    return epoch, tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
+
+
+def restore_latest(model, directory):
+    """Restores the newest checkpoint in `directory` into the compiled `model`.
+
+    Returns the number of epochs it had finished (0 when there is no checkpoint).
+    """
+    epoch, manager = checkpoint_manager(model, directory)
+    if manager.latest_checkpoint is None:
+        return 0
+    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    return int(epoch.numpy())

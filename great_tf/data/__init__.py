@@ -1,0 +1,59 @@
+"""Data sets for the GREAT experiments, read from TFDS folders with no network.
+
+`load_classification(name)` gives (images in [0, 1], labels) for image classification data sets;
+`load_cifar10_noisy()` gives the multi-task data set of the paper's CIFAR-10 experiment.
+"""
+
+import numpy as np
+
+from great_tf.data.noisy import cached_noisy_multitask
+from great_tf.data.pipeline import eval_dataset, num_examples, steps_per_epoch, take, train_dataset
+from great_tf.data.tfds_io import load_arrays, resolve_data_dir
+from great_tf.errors import GreatError
+
+# name -> (TFDS name, number of classes, image shape)
+CLASSIFICATION = {
+    "cifar10": ("cifar10", 10, (32, 32, 3)),
+    "mnist": ("mnist", 10, (28, 28, 1)),
+    "svhn_cropped": ("svhn_cropped", 10, (32, 32, 3)),
+}
+MULTITASK = ("cifar10_noisy",)
+
+
+def check_name(name, known):
+    if name not in known:
+        raise GreatError(f"unknown data set {name!r}: choose one of {', '.join(known)}")
+
+
+def load_classification(name, split, data_dir=None, limit=None):
+    """(images float32 in [0, 1], labels int32) of a whole split, or its first `limit` examples."""
+    check_name(name, tuple(CLASSIFICATION))
+    arrays = load_arrays(CLASSIFICATION[name][0], split, data_dir)
+    images = np.asarray(take(arrays["image"], limit), np.float32) / 255.0
+    return images, np.asarray(take(arrays["label"], limit), np.int32)
+
+
+def load_cifar10_noisy(split, data_dir=None, seed=0, limit=None, cache_dir=None):
+    """The noisy multi-task CIFAR-10 split: (grayscale noisy inputs, targets dict), cached.
+
+    The noise is seeded by `seed` and the split name, so train and test get different noise.
+    """
+    arrays = load_arrays("cifar10", split, data_dir)
+    images, labels = take(arrays["image"], limit), take(arrays["label"], limit)
+    split_seed = seed * 1000 + (0 if split.startswith("train") else 1)
+    return cached_noisy_multitask(images, labels, split_seed, cache_dir)
+
+
+__all__ = [
+    "CLASSIFICATION",
+    "MULTITASK",
+    "eval_dataset",
+    "load_arrays",
+    "load_cifar10_noisy",
+    "load_classification",
+    "num_examples",
+    "steps_per_epoch",
+    "resolve_data_dir",
+    "take",
+    "train_dataset",
+]

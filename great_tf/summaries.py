@@ -1,0 +1,109 @@
+"""TensorBoard summaries beyond Keras' scalars: GAL statistics and gradient histograms.
+
+Keras' `TensorBoard` callback writes every logged loss and metric. The callbacks here add what
+happens inside a GREAT step, measured at each epoch end on a fixed probe batch, written to
+`<logdir>/great` (shown by TensorBoard beside `train` and `validation`).
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def tensor_stats(prefix, values):
+    values = tf.convert_to_tensor(values)
+    return {
+        f"{prefix}/mean": tf.reduce_mean(values),
+        f"{prefix}/std": tf.math.reduce_std(values),
+        f"{prefix}/min": tf.reduce_min(values),
+        f"{prefix}/max": tf.reduce_max(values),
+    }
+
+
+class ProbeSummaries(keras.callbacks.Callback):
+    """Writes `scalars(model)` and `histograms(model)` at every epoch end (and at the start).
+
+    Subclasses return dicts {tag: value}; `probe` is a fixed batch (x, y) they may use.
+    """
+
+    def __init__(self, logdir, probe=None, subdir="great"):
+        super().__init__()
+        self.logdir = os.path.join(logdir, subdir)
+        self.probe = probe
+        self._writer = None
+
+    def scalars(self, model):
+        return {}
+
+    def histograms(self, model):
+        return {}
+
+    def write(self, step):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.logdir)
+        with self._writer.as_default(step=step):
+            for tag, value in self.scalars(self.model).items():
+                tf.summary.scalar(tag, value)
+            for tag, value in self.histograms(self.model).items():
+                tf.summary.histogram(tag, value)
+        self._writer.flush()
+
+    def on_train_begin(self, logs=None):
+        self._start_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._start_epoch is None:
+            self._start_epoch = epoch
+            self.write(epoch)  # the state before this run's first update
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.write(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class MultiTaskSummaries(ProbeSummaries):
+    """GAL gamma statistics and histograms; every task's gradient at the shared feature."""
+
+    def scalars(self, model):
+        out = {}
+        for name, gal in getattr(model, "gals", {}).items():
+            out.update(tensor_stats(f"gal/{name}", gal.gamma))
+        weights = getattr(model, "task_weights", None)
+        if weights is not None:
+            for task, value in zip(model.tasks, tf.unstack(weights.values)):
+                out[f"task_weight/{task.name}"] = value
+        return out
+
+    def histograms(self, model):
+        out = {f"gal/{name}": gal.gamma for name, gal in getattr(model, "gals", {}).items()}
+        if self.probe is not None:
+            x, y = self.probe
+            for task, grad in zip(model.tasks, model.task_gradients(x, y)):
+                out[f"task_gradient/{task.name}"] = grad
+                out[f"task_gradient_norm/{task.name}"] = tf.norm(
+                    tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
+        return out
+
+
+def read_events(logdir):
+    """{tag: [(step, value or histogram array)]} from every event file under `logdir`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found = {}
+    for root, _, files in os.walk(logdir):
+        if not any(f.startswith("events.out") for f in files):
+            continue
+        acc = EventAccumulator(root, size_guidance={"tensors": 0, "histograms": 0, "scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("tensors", []):
+            rel = os.path.relpath(root, logdir)
+            found[f"{rel}/{tag}"] = [
+                (e.step, tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)
+            ]
+    return {tag: [(s, np.asarray(v)) for s, v in events] for tag, events in found.items()}
