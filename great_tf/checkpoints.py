@@ -39,8 +39,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def checkpoint_manager(model, directory, max_to_keep=1):
+    """A manager over every model weight and optimizer variable, listed explicitly.
+
+    Listing them matters: Keras' dict attributes (a model's dict of decoders, say) are not
+    TensorFlow trackables, so a checkpoint of the model object alone silently misses whatever is
+    reachable only through them (BatchNormalization moving statistics, for one).
+    """
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="finished_epochs")
-    checkpoint = tf.train.Checkpoint(model=model, finished_epochs=epoch, **model_optimizers(model))
+    state = {"model_weights": list(model.weights)}
+    for name, optimizer in model_optimizers(model).items():
+        state[name] = list(optimizer.variables)
+    checkpoint = tf.train.Checkpoint(finished_epochs=epoch, **state)
     return epoch, tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
 
 

@@ -93,7 +93,8 @@ def reverse_gradient(x, scale=1.0):
     @tf.custom_gradient
     def _reverse(x):
         def grad(upstream):
-            return -tf.cast(scale, upstream.dtype) * upstream
+            factor = tf.convert_to_tensor(scale, dtype_hint=upstream.dtype)
+            return -tf.cast(factor, upstream.dtype) * upstream
 
         return tf.identity(x), grad
 

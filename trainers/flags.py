@@ -19,9 +19,16 @@ def positive_int(text):
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags end in one line that names the problem, not a usage wall."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def base_parser(prog, description, datasets, methods, default_dataset):
     """The flags every trainer takes; presets fill whatever the user leaves unset."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--dataset", default=default_dataset, choices=datasets)
     parser.add_argument("--method", default="all", choices=(*methods, "all"),
                         help="one method, or all of them side by side (default)")
@@ -35,6 +42,8 @@ def base_parser(prog, description, datasets, methods, default_dataset):
                         help="use only the first N training examples (preset: all)")
     parser.add_argument("--steps-per-epoch", type=positive_int,
                         help="cap the steps of every epoch (for smoke runs)")
+    parser.add_argument("--eval-limit", type=positive_int,
+                        help="evaluate on only the first N test examples (default: all)")
     parser.add_argument("--data-dir", help="TFDS data folder (default: $TFDS_DATA_DIR)")
     parser.add_argument("--logdir", help="where logs, checkpoints and tables go")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,7 +63,7 @@ def apply_preset(args, presets):
 
 
 CONFIG_KEYS = ("dataset", "preset", "epochs", "batch_size", "width", "train_limit",
-               "steps_per_epoch", "seed")
+               "steps_per_epoch", "eval_limit", "seed")
 
 
 def prepare_run_dir(run_dir, args, extra=None):
@@ -97,6 +106,9 @@ def save_result(run_dir, result):
 
 def run_cli(main, argv=None):
     """Runs `main(argv)`; a GreatError or an interrupt ends in one line and a non-zero exit."""
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS' folder warnings are not news here
     try:
         return main(argv)
     except GreatError as err:

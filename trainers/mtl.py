@@ -42,7 +42,7 @@ def load_data(args):
 
     print(f"loading {args.dataset} (noise and Canny edges are computed once, then cached)...", flush=True)
     train = load_cifar10_noisy("train", args.data_dir, args.seed, args.train_limit)
-    test = load_cifar10_noisy("test", args.data_dir, args.seed)
+    test = load_cifar10_noisy("test", args.data_dir, args.seed, args.eval_limit)
     return train, test
 
 
@@ -104,9 +104,10 @@ def train_method(method, args, train, test):
 def write_comparison(rows, args):
     from great_tf.reporting import write_table
 
+    test_set = f"first {args.eval_limit} examples of the " if args.eval_limit else ""
     notes = [
-        f"Test set: {args.dataset} test split. Settings: preset {args.preset}, {args.epochs} epochs, "
-        f"batch {args.batch_size}, ResNet-18 width {args.width}, seed {args.seed}.",
+        f"Test set: {test_set}{args.dataset} test split. Settings: preset {args.preset}, "
+        f"{args.epochs} epochs, batch {args.batch_size}, ResNet-18 width {args.width}, seed {args.seed}.",
         "Class error in %, the rest RMSE on [0, 1] images; lower is better everywhere.",
         "The paper's Table 4 (CIFAR-10, ResNet-18 width 64, 50 epochs, 50,000 training images): "
         + "; ".join(f"{m} {e} / {c} / {g} / {a}" for m, (e, c, g, a) in PAPER_TABLE4.items()) + ".",
