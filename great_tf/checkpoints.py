@@ -6,6 +6,9 @@ Data order depends only on (seed, epoch) (`great_tf.data.train_dataset`), so a r
 exactly what the uninterrupted run would have done.
 """
 
+import shutil
+import tempfile
+
 import keras
 import tensorflow as tf
 
@@ -31,11 +34,23 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._manager = None
 
     def on_train_begin(self, logs=None):
-        self._epoch, self._manager = checkpoint_manager(self.model, self.directory, self.max_to_keep)
+        from great_tf.distribute import is_chief
+
+        # Multi-worker: every worker saves (the save may need collective ops), only the chief
+        # into `directory`; the others into a temporary folder deleted at the end (TF's
+        # documented pattern).
+        chief = is_chief(self.model.distribute_strategy)
+        self._scratch = None if chief else tempfile.mkdtemp(prefix="great_tf_ckpt_")
+        directory = self._scratch or self.directory
+        self._epoch, self._manager = checkpoint_manager(self.model, directory, self.max_to_keep)
 
     def on_epoch_end(self, epoch, logs=None):
         self._epoch.assign(epoch + 1)
         self._manager.save(checkpoint_number=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def checkpoint_manager(model, directory, max_to_keep=1):

@@ -4,6 +4,16 @@ Every gradient here comes from a loss *summed* over the batch, so row b is examp
 gradient: it does not shrink with the batch size and does not change when a batch is split across
 replicas (DESIGN.md section 2, step 2). Call these inside an outer `tf.GradientTape` to
 differentiate the gradients again with respect to the model's weights.
+
+The inner tapes watch only `x` (`watch_accessed_variables=False`): an outer tape still records
+every op of the inner backward pass, weights included, so the double backprop is unchanged, but no
+weight gradient is requested where only the input's is wanted.
+
+TF 2.21's oneDNN `Conv2DBackpropFilter` on CPU crashes the process for odd batch sizes at narrow
+widths (ResNet-18 width 4 or 8, batch 3, 5, 7; measured). Eager mode evaluates every weight gradient
+of a convolution even when only the input's is asked for, so input gradients for reports should run
+compiled (`compiled_input_gradients`, `saliency_maps`), where the unused filter gradient is pruned;
+training batches should be even.
 """
 
 import tensorflow as tf
@@ -12,7 +22,7 @@ import tensorflow as tf
 def input_gradients(model, x, y, training=False):
     """(dCE/dx per example, logits) for a classifier `model` with integer labels `y`."""
     x = tf.convert_to_tensor(x)
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         logits = model(x, training=training)
         loss = tf.reduce_sum(
@@ -30,9 +40,19 @@ def masked_input_gradients(model, x, y, training=False):
     the weights: the second-order gradient through g stays exact.
     """
     x = tf.convert_to_tensor(x)
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         logits = model(x, training=training)
     onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
     mask = onehot * (tf.nn.softmax(logits) - 1.0)
     return tape.gradient(logits, x, output_gradients=mask), logits
+
+
+compiled_input_gradients = tf.function(input_gradients, reduce_retracing=True)
+compiled_masked_input_gradients = tf.function(masked_input_gradients, reduce_retracing=True)
+
+
+def saliency_maps(model, x, y):
+    """|dCE/dx| maximised over channels, per example (Simonyan et al. 2013; paper Fig. 4 left)."""
+    grads, _ = compiled_input_gradients(model, tf.convert_to_tensor(x, tf.float32), y, training=False)
+    return tf.reduce_max(tf.abs(grads), axis=-1)

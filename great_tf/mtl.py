@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from great_tf.distribute import global_batch_size, num_replicas, replica_sum
 from great_tf.errors import GreatError
+from great_tf.schedules import poly_adam
 from great_tf.layers import GAL
 from great_tf.models import classification_decoder, dense_decoder, resnet18_encoder, task_classifier
 
@@ -66,19 +68,6 @@ class ClassError(keras.metrics.SparseCategoricalAccuracy):
 
     def result(self):
         return 100.0 * (1.0 - super().result())
-
-
-def num_replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def global_batch_size(x):
-    return tf.cast(tf.shape(x)[0] * num_replicas(), tf.float32)
-
-
-def replica_sum(value):
-    """The sum of `value` over the replicas of the current step (itself on one device)."""
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 @keras.saving.register_keras_serializable(package="great_tf")
@@ -152,7 +141,7 @@ class MultiTaskModel(keras.Model):
     @staticmethod
     def replica_losses(per_example, global_batch):
         """Each task's loss as this replica's share: a sum over its examples / the global batch."""
-        return tf.stack([tf.reduce_sum(l) / global_batch for l in per_example])
+        return tf.stack([tf.reduce_sum(l) / tf.cast(global_batch, l.dtype) for l in per_example])
 
     def update_task_metrics(self, y, outputs, per_example):
         total = tf.add_n(per_example)
@@ -273,7 +262,8 @@ class UncertaintyMTL(WeightedMTL):
     method = "uncertainty"
 
     def kendall_factors(self):
-        return tf.constant([1.0 if t.kind == "classification" else 0.5 for t in self.tasks])
+        return tf.constant([1.0 if t.kind == "classification" else 0.5 for t in self.tasks],
+                           self.task_weights.values.dtype)
 
     def normalized_weights(self):
         weights = self.kendall_factors() * tf.exp(-self.task_weights.values)
@@ -432,7 +422,7 @@ class GreatMTL(MultiTaskModel):
         n_vars = len(self.network_variables)
         self.optimizer.apply(grads[:n_vars], self.network_variables)
         # Scaled back from the global-batch mean to each example's own gradient.
-        task_grads = [g * global_batch for g in grads[n_vars:]]
+        task_grads = [g * tf.cast(global_batch, g.dtype) for g in grads[n_vars:]]
         self.alignment_step(task_grads, global_batch)
         self.update_task_metrics(y, outputs, per_example)
         return self.logs()
@@ -446,7 +436,7 @@ class GreatMTL(MultiTaskModel):
                 [gamma * tf.stop_gradient(g) for gamma, g in zip(gammas, task_grads)], 0)
             logits = self.classifier(aligned, training=True)
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            loss = tf.reduce_sum(per_example) / (global_batch * len(task_grads))
+            loss = tf.reduce_sum(per_example) / tf.cast(global_batch * len(task_grads), per_example.dtype)
         classifier_vars = self.classifier.trainable_variables
         grads = tape.gradient(loss, classifier_vars + gammas)
         self.classifier_optimizer.apply(grads[: len(classifier_vars)], classifier_vars)
@@ -520,8 +510,6 @@ def build_mtl_model(method, input_shape=(32, 32, 1), tasks=CIFAR10_NOISY_TASKS, 
 def compile_mtl(model, steps_per_epoch, epochs, learning_rate=1e-3):
     """The paper's optimisers: Adam with the poly multiplier for the network and, with the same
     policy, for the method's own weights and the task classifier (supplement, multi-task)."""
-    from great_tf.schedules import poly_adam
-
     def adam():
         return poly_adam(learning_rate, steps_per_epoch, epochs)
 

@@ -36,3 +36,67 @@ def write_table(rows, columns, stem, title=None, notes=(), formats=None):
     with open(f"{stem}.json", "w", encoding="utf-8") as f:
         json.dump({"title": title, "columns": columns, "rows": rows, "notes": list(notes)}, f, indent=2)
     return "\n".join(parts)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on CI machines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_eps(curves, path, title, xlabel="eps"):
+    """One panel per attack: accuracy (%) against eps for every method (the paper's Fig. 4 right).
+
+    `curves` is {attack name: {method: (eps values, accuracies)}}. Returns `path` (a PNG).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (attack, methods) in zip(axes[0], curves.items()):
+        for method, (eps, acc) in methods.items():
+            ax.plot(eps, acc, marker="o", label=method)
+        ax.set_title(attack)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy %")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_saliency_grid(images, maps, path, title):
+    """Rows: images; columns: the image, then each method's saliency map (Fig. 4 left).
+
+    `images` is [n, h, w, c] in [0, 1]; `maps` is {method: [n, h, w]}, each map scaled to its own
+    maximum so that the pattern, not the magnitude, is compared. Returns `path` (a PNG).
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    n, cols = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.8 * cols, 1.8 * n + 0.6), squeeze=False)
+    for i in range(n):
+        image = np.clip(images[i], 0, 1)
+        axes[i][0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+        for j, (method, values) in enumerate(maps.items(), start=1):
+            m = np.asarray(values[i], np.float64)
+            axes[i][j].imshow(m / max(m.max(), 1e-12), cmap="hot", vmin=0, vmax=1)
+            if i == 0:
+                axes[i][j].set_title(method, fontsize=9)
+        if i == 0:
+            axes[i][0].set_title("image", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -42,3 +42,39 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
 def poly_adam(learning_rate, steps_per_epoch, epochs, power=0.9):
     """Adam with the paper's poly schedule (every GREAT experiment's default optimizer)."""
     return keras.optimizers.Adam(PolyDecay(learning_rate, steps_per_epoch, epochs, power))
+
+
+@keras.saving.register_keras_serializable(package="great_tf")
+class PolyRamp(keras.optimizers.schedules.LearningRateSchedule):
+    """`max_value * (1 - poly_multiplier(epoch))`: the paper's alpha and beta policy (supplement).
+
+    Zero during the first epoch and growing towards `max_value` as the learning-rate multiplier
+    decays, so the auxiliary terms do not impede the main task early on. Like `PolyDecay` it reads
+    the epoch off an optimizer step counter, so a resumed run continues on the same value; any
+    callable of the step (or a float) may replace it.
+    """
+
+    def __init__(self, max_value, steps_per_epoch, epochs, power=0.9):
+        self.max_value = float(max_value)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        self.power = float(power)
+
+    def __call__(self, step):
+        epoch = tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
+        return self.max_value * (1.0 - poly_multiplier(epoch, self.epochs, self.power))
+
+    def get_config(self):
+        return {
+            "max_value": self.max_value,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
+            "power": self.power,
+        }
+
+
+def scheduled_value(value, step):
+    """A float, or a schedule called with the optimizer's step, as a float32 tensor."""
+    if callable(value):
+        return tf.cast(value(step), tf.float32)
+    return tf.constant(float(value), tf.float32)

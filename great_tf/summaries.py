@@ -83,8 +83,10 @@ class MultiTaskSummaries(ProbeSummaries):
     def histograms(self, model):
         out = {f"gal/{name}": gal.gamma for name, gal in getattr(model, "gals", {}).items()}
         if self.probe is not None:
+            if getattr(self, "_task_gradients", None) is None:
+                self._task_gradients = tf.function(model.task_gradients)
             x, y = self.probe
-            for task, grad in zip(model.tasks, model.task_gradients(x, y)):
+            for task, grad in zip(model.tasks, self._task_gradients(x, y)):
                 out[f"task_gradient/{task.name}"] = grad
                 out[f"task_gradient_norm/{task.name}"] = tf.norm(
                     tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
@@ -107,3 +109,63 @@ def read_events(logdir):
                 (e.step, tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)
             ]
     return {tag: [(s, np.asarray(v)) for s, v in events] for tag, events in found.items()}
+
+
+class DefenseSummaries(ProbeSummaries):
+    """The current alpha and beta, and histograms of the main network's input gradients.
+
+    On the probe batch, in inference mode: the plain loss gradient dCE/dx, the masked gradient
+    the auxiliary network reads, and their per-example L2 norms (GREAT should flatten them).
+    """
+
+    def scalars(self, model):
+        out = {}
+        if getattr(model, "auxiliary", None) is not None:
+            out["schedule/alpha"] = model.current_alpha()
+            out["schedule/beta"] = model.current_beta()
+        return out
+
+    def histograms(self, model):
+        from great_tf.gradients import compiled_input_gradients, compiled_masked_input_gradients
+
+        if self.probe is None:
+            return {}
+        x, y = tf.convert_to_tensor(self.probe[0], tf.float32), tf.convert_to_tensor(self.probe[1])
+        plain, _ = compiled_input_gradients(model.main, x, y, training=False)
+        masked, _ = compiled_masked_input_gradients(model.main, x, y, training=False)
+        out = {}
+        for name, grad in (("input_gradient", plain), ("masked_input_gradient", masked)):
+            out[f"{name}/values"] = grad
+            out[f"{name}/norm"] = tf.norm(tf.reshape(grad, [tf.shape(grad)[0], -1]), axis=1)
+        return out
+
+
+class DistillationSummaries(ProbeSummaries):
+    """Input gradients of the student and the frozen teacher on the probe batch: histograms of
+    both, their norms and cosine similarity, and (GREAT) the discriminator's accuracy on each.
+    Everything runs in inference mode, so writing summaries changes no model state."""
+
+    def scalars(self, model):
+        if self.probe is None or getattr(model, "teacher", None) is None:
+            return {}
+        x, y = self.probe
+        g_t, g_s = model.gradient_pair(x, y)
+        flat_t = tf.reshape(g_t, [tf.shape(g_t)[0], -1])
+        flat_s = tf.reshape(g_s, [tf.shape(g_s)[0], -1])
+        cosine = tf.reduce_sum(tf.math.l2_normalize(flat_t, 1) * tf.math.l2_normalize(flat_s, 1), 1)
+        out = {
+            "input_gradient_norm/teacher": tf.reduce_mean(tf.norm(flat_t, axis=1)),
+            "input_gradient_norm/student": tf.reduce_mean(tf.norm(flat_s, axis=1)),
+            "input_gradient_cosine/student_teacher": tf.reduce_mean(cosine),
+        }
+        if hasattr(model, "discriminator_accuracy"):
+            on_teacher, on_student = model.discriminator_accuracy(x, y)
+            out["discriminator_accuracy/teacher"] = on_teacher
+            out["discriminator_accuracy/student"] = on_student
+        return out
+
+    def histograms(self, model):
+        if self.probe is None or getattr(model, "teacher", None) is None:
+            return {}
+        g_t, g_s = model.gradient_pair(*self.probe)
+        return {"input_gradient/teacher": g_t, "input_gradient/student": g_s}

@@ -8,6 +8,13 @@ if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_SHARED):
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from great_tf.distribute import configure_cpu_replicas  # noqa: E402
+
+# Two logical CPU devices for the whole session, so tests/test_distributed.py can run
+# MirroredStrategy for real; they must exist before TensorFlow initialises. Every other test still
+# runs on the default strategy (/cpu:0).
+configure_cpu_replicas(2)
+
 
 @pytest.fixture
 def float64():

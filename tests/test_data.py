@@ -139,3 +139,13 @@ def test_pad_crop_flip_returns_a_shifted_or_mirrored_crop():
         crops = [image[i:i + 8, j:j + 8] for i in range(9) for j in range(9)]
         crops += [c[:, ::-1] for c in crops]
         assert any(np.array_equal(result, c) for c in crops)
+
+
+def test_svhn_loader_reads_a_tfds_split_on_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        images, labels = load_classification("svhn_cropped", "train", limit=4)
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert labels.dtype == np.int32 and set(labels.tolist()) <= set(range(10))

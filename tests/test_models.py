@@ -37,6 +37,7 @@ def test_every_batch_norm_is_synchronized():
     for model in models:
         bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
         assert bns and all(l.synchronized for l in bns)
+        assert all(abs(l.momentum - 0.9) < 1e-9 for l in bns)  # PyTorch's default, not Keras' 0.99
 
 
 def gradient_penalty_and_its_gradient(model, x, y):

@@ -106,6 +106,7 @@ def our_lines(stderr):
     (["--method", "magic"], "invalid choice: 'magic'"),
     (["--dataset", "nyuv2"], "invalid choice: 'nyuv2'"),
     (["--epochs", "0"], "--epochs: must be at least 1"),
+    (["--batch-size", "7", "--width", "4"], "odd batch per replica (7) at width 4"),
 ])
 def test_bad_flags_end_in_one_line(args, expected):
     result = cli(*args)

@@ -5,7 +5,6 @@
 """
 
 import os
-import time
 
 from trainers import flags
 
@@ -51,8 +50,7 @@ def train_method(method, args, train, test):
     import keras
 
     from great_tf import mtl
-    from great_tf.checkpoints import EpochCheckpoint, restore_latest
-    from great_tf.data import eval_dataset, num_examples, steps_per_epoch, take, train_dataset
+    from great_tf.data import eval_dataset, num_examples, take, train_dataset
     from great_tf.summaries import MultiTaskSummaries
 
     run_dir = os.path.join(args.logdir, method)
@@ -63,31 +61,19 @@ def train_method(method, args, train, test):
         return done
 
     keras.utils.set_random_seed(args.seed)
-    steps = steps_per_epoch(num_examples(train), args.batch_size)
-    steps = min(steps, args.steps_per_epoch or steps)
-    model = mtl.build_mtl_model(method, train[0].shape[1:], width=args.width,
-                                gradnorm_alpha=args.gradnorm_alpha)
-    mtl.compile_mtl(model, steps, args.epochs)
-    checkpoints = os.path.join(run_dir, "checkpoints")
-    initial_epoch = restore_latest(model, checkpoints) if args.resume else 0
-    if initial_epoch:
-        print(f"[{method}] resuming after epoch {initial_epoch} from {checkpoints}")
+    steps = flags.epoch_steps(num_examples(train), args)
+    model = flags.build_in_scope(args, lambda: mtl.compile_mtl(
+        mtl.build_mtl_model(method, train[0].shape[1:], width=args.width,
+                            gradnorm_alpha=args.gradnorm_alpha), steps, args.epochs))
     test_ds = eval_dataset(test, args.batch_size)
-    callbacks = [
-        keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
-        EpochCheckpoint(checkpoints),
-        MultiTaskSummaries(run_dir, probe=take(test, 32)),
-    ]
     print(f"[{method}] training {args.epochs} epochs of {steps} steps, batch {args.batch_size}, "
           f"width {args.width}; logs in {run_dir}", flush=True)
-    start = time.time()
-    if initial_epoch < args.epochs:
-        model.fit(train_dataset(train, args.batch_size, args.seed, args.epochs, initial_epoch),
-                  epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  validation_data=test_ds, callbacks=callbacks, verbose=args.verbose)
-    seconds = time.time() - start
+    seconds, epochs_now = flags.fit_resumable(
+        model, run_dir, args,
+        lambda initial_epoch: train_dataset(train, args.batch_size, args.seed, args.epochs, initial_epoch),
+        test_ds, args.epochs, steps, [MultiTaskSummaries(run_dir, probe=take(test, 32))])
     scores = model.evaluate(test_ds, return_dict=True, verbose=0)
-    trained = (args.epochs - initial_epoch) * steps * args.batch_size
+    trained = epochs_now * steps * args.batch_size
     result = {
         "method": method,
         "class error %": float(scores["class_error"]),
@@ -122,6 +108,7 @@ def main(argv=None):
     from great_tf.mtl import METHODS
 
     args = parse_args(argv)
+    flags.setup_runtime(args)
     methods = METHODS if args.method == "all" else (args.method,)
     train, test = load_data(args)
     rows = [train_method(m, args, train, test) for m in methods]

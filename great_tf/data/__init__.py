@@ -57,3 +57,9 @@ __all__ = [
     "take",
     "train_dataset",
 ]
+
+# Knowledge distillation: the sparse regime / validation splits and mini-ImageNet folders.
+from great_tf.data.splits import stratified_indices, stratified_split, stratified_subset  # noqa: E402
+from great_tf.data.tiny_imagenet import load_tiny_imagenet  # noqa: E402
+
+__all__ += ["load_tiny_imagenet", "stratified_indices", "stratified_split", "stratified_subset"]

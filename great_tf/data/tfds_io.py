@@ -7,6 +7,7 @@ import numpy as np
 from great_tf.errors import GreatError
 
 DEFAULT_TFDS_DIR = os.path.join("~", "tensorflow_datasets")
+READ_CHUNK = 4096
 
 
 def resolve_data_dir(data_dir=None):
@@ -24,7 +25,7 @@ def load_arrays(name, split, data_dir=None, download=False):
 
     folder = resolve_data_dir(data_dir)
     try:
-        data = tfds.load(name, split=split, data_dir=folder, batch_size=-1, download=download)
+        dataset = tfds.load(name, split=split, data_dir=folder, download=download)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as err:
         if "split" in str(err).lower() and "unknown" in str(err).lower():
             raise GreatError(f"data set {name!r} has no split {split!r}: {err}") from None
@@ -33,4 +34,8 @@ def load_arrays(name, split, data_dir=None, download=False):
             f"here: point --data-dir or TFDS_DATA_DIR at a folder holding a prepared TFDS copy "
             f"of it, or run with network access once to download it"
         ) from None
-    return {key: np.asarray(value) for key, value in tfds.as_numpy(data).items()}
+    # Chunked rather than batch_size=-1, which aborts under tfds.testing.mock_data.
+    chunks = list(tfds.as_numpy(dataset.batch(READ_CHUNK)))
+    if not chunks:
+        raise GreatError(f"data set {name!r} split {split!r} in {folder} is empty")
+    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}

@@ -15,3 +15,12 @@ __all__ = [
     "resnet18_encoder",
     "task_classifier",
 ]
+
+# Knowledge distillation (Table 3): CNN-5 and its discriminator, ResNeXt-29, deeper ResNets.
+from great_tf.models.cnn import cnn5, cnn5_discriminator  # noqa: E402
+from great_tf.models.resnet import (  # noqa: E402
+    bottleneck_block, resnet, resnet11_discriminator, resnet50, resnet152)
+from great_tf.models.resnext import resnext29  # noqa: E402
+
+__all__ += ["bottleneck_block", "cnn5", "cnn5_discriminator", "resnet", "resnet11_discriminator",
+            "resnet50", "resnet152", "resnext29"]

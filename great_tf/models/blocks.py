@@ -6,6 +6,11 @@ batch variance with a stop-gradient on the mean, which makes second-order gradie
 synchronized layer computes E[x^2] - E[x]^2 with no stop-gradient, so it is exact under double
 backprop, and under a `tf.distribute` strategy it also pools statistics across replicas, so a
 distributed step normalizes exactly like a single-device step.
+
+Its momentum is 0.9 (PyTorch's default, which the paper's code would have used), not Keras' 0.99:
+a 0.99 average lags ~100 steps behind weights that move fast in short runs, and inference-mode
+accuracy then collapses (measured on CNN-5: 19 % at test against 52 % in training mode after 312
+steps). Training-mode outputs and every gradient are unaffected.
 """
 
 import keras
@@ -13,8 +18,11 @@ import keras
 ACTIVATIONS = ("relu", "leaky_relu")
 
 
-def batch_norm(name=None):
-    return keras.layers.BatchNormalization(synchronized=True, name=name)
+BATCH_NORM_MOMENTUM = 0.9
+
+
+def batch_norm(name=None, momentum=BATCH_NORM_MOMENTUM):
+    return keras.layers.BatchNormalization(synchronized=True, momentum=momentum, name=name)
 
 
 def activation(kind, name=None):
@@ -39,12 +47,17 @@ def conv_bn_act(x, filters, kernel_size=3, strides=1, act="relu", name="conv"):
 
 def basic_block(x, filters, strides=1, act="relu", name="block"):
     """The ResNet basic block: two 3x3 convolutions and a (projected where needed) shortcut."""
-    shortcut = x
     y = conv_bn_act(x, filters, 3, strides, act, name=f"{name}_a")
     y = conv(filters, 3, name=f"{name}_b_conv")(y)
     y = batch_norm(name=f"{name}_b_bn")(y)
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv(filters, 1, strides, name=f"{name}_proj_conv")(x)
+    return residual_output(x, y, strides, act, name)
+
+
+def residual_output(x, y, strides, act, name):
+    """act(y + shortcut(x)); the shortcut is projected by a 1x1 convolution where shapes differ."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != y.shape[-1]:
+        shortcut = conv(y.shape[-1], 1, strides, name=f"{name}_proj_conv")(x)
         shortcut = batch_norm(name=f"{name}_proj_bn")(shortcut)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return activation(act, name=f"{name}_out_{act}")(y)

@@ -6,7 +6,7 @@ tests and CPU presets run the same architecture at width 4 or 8.
 
 import keras
 
-from great_tf.models.blocks import basic_block, conv_bn_act, scaled
+from great_tf.models.blocks import basic_block, batch_norm, conv, conv_bn_act, residual_output, scaled
 
 RESNET18_BLOCKS = (2, 2, 2, 2)
 
@@ -56,3 +56,70 @@ def task_classifier(feature_shape, num_tasks, width=64, name="task_classifier"):
     """ResNet-11 with LeakyReLU(0.2) over gradient tensors at the shared feature (Alg. 3)."""
     widths = tuple(scaled(c, width) for c in (256, 128, 64, 32))
     return resnet11(feature_shape, num_tasks, widths, act="leaky_relu", name=name)
+
+
+# -- Deeper ResNets and other input sizes (knowledge distillation, Table 3) -------------------------
+
+RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+                 152: (3, 8, 36, 3)}
+STEMS = ("cifar", "stride2", "imagenet")
+
+
+def bottleneck_block(x, planes, strides=1, act="relu", name="block"):
+    """The ResNet bottleneck: 1x1 to `planes`, 3x3 carrying the stride, 1x1 to 4*planes."""
+    y = conv_bn_act(x, planes, 1, 1, act, name=f"{name}_a")
+    y = conv_bn_act(y, planes, 3, strides, act, name=f"{name}_b")
+    y = conv(4 * planes, 1, name=f"{name}_c_conv")(y)
+    y = batch_norm(name=f"{name}_c_bn")(y)
+    return residual_output(x, y, strides, act, name)
+
+
+def resnet_stem(inputs, width, stem, act):
+    """'cifar': 3x3 stride 1 (32x32); 'stride2': 3x3 stride 2, the supplement's stem for 64x64
+    mini-ImageNet; 'imagenet': 7x7 stride 2 and a 3x3 stride-2 max-pool (224x224)."""
+    if stem == "cifar":
+        return conv_bn_act(inputs, width, 3, 1, act, name="stem")
+    if stem == "stride2":
+        return conv_bn_act(inputs, width, 3, 2, act, name="stem")
+    if stem == "imagenet":
+        x = conv_bn_act(inputs, width, 7, 2, act, name="stem")
+        return keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    raise ValueError(f"unknown stem {stem!r}: use one of {STEMS}")
+
+
+def resnet(input_shape, num_classes, depth=18, width=64, stem="cifar", act="relu", name=None):
+    """ResNet-`depth` (18, 34: basic blocks; 50, 101, 152: bottlenecks) with the chosen stem."""
+    if depth not in RESNET_BLOCKS:
+        raise ValueError(f"unknown ResNet depth {depth}: use one of {sorted(RESNET_BLOCKS)}")
+    block = basic_block if depth < 50 else bottleneck_block
+    inputs = keras.Input(input_shape, name="image")
+    x = resnet_stem(inputs, width, stem, act)
+    for stage, (blocks, multiplier, strides) in enumerate(
+        zip(RESNET_BLOCKS[depth], (1, 2, 4, 8), (1, 2, 2, 2)), start=1
+    ):
+        for b in range(blocks):
+            x = block(x, width * multiplier, strides if b == 0 else 1, act, name=f"stage{stage}_{b}")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, logits, name=name or f"resnet{depth}")
+
+
+def resnet50(input_shape, num_classes, width=64, stem="cifar", act="relu", name="resnet50"):
+    return resnet(input_shape, num_classes, 50, width, stem, act, name)
+
+
+def resnet152(input_shape, num_classes, width=64, stem="cifar", act="relu", name="resnet152"):
+    return resnet(input_shape, num_classes, 152, width, stem, act, name)
+
+
+def resnet11_discriminator(input_shape, width=64, stem_strides=1, name="resnet11_discriminator"):
+    """The distillation pairs' binary classifier of input gradients ("a ResNet-18 like ResNet-11"):
+    a 3x3 convolution (stride 2 for 64x64 inputs), four basic blocks of two convolutions at
+    width, 2, 4, 8 x width with strides 1, 2, 2, 2, average pooling, one logit; LeakyReLU(0.2)."""
+    inputs = keras.Input(input_shape, name="gradient")
+    x = conv_bn_act(inputs, width, 3, stem_strides, "leaky_relu", name="stem")
+    for i, (multiplier, strides) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
+        x = basic_block(x, width * multiplier, strides, "leaky_relu", name=f"block{i}")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(1, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)

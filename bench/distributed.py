@@ -1,0 +1,119 @@
+"""Throughput of the three GREAT train steps on 1 and 2 CPU replicas, with and without XLA.
+
+    python -m bench.distributed                       # width 8, global batch 32
+    python -m bench.distributed --width 16 --batch-size 64 --steps 5
+
+One process, side by side: the CPU is split into two logical devices before TensorFlow starts;
+"1 replica" is the default strategy (/cpu:0), "2 replicas" is MirroredStrategy over /cpu:0 and
+/cpu:1 with the same global batch. Every model is the library's own (ResNet-18 multi-task GREAT;
+CNN-5 student, ResNet-18 teacher and CNN-5 discriminator; ResNet-18 defense main and auxiliary,
+great+ce), on random inputs of the real shapes. Each cell traces and warms up with one `fit` step,
+then times `--steps` steps in one `fit` call (the median of --rounds). XLA with 2 replicas is
+refused (see great_tf.distribute.enable_jit), so that cell is empty.
+
+What the CPU figures predict: the XLA column is a fair first look at what fusion does to these
+steps. The 2-replica column is not a GPU speed-up: both logical devices share the same cores, so it
+measures the cost of splitting the batch and all-reducing (synchronized BatchNorm, gradients), not
+extra hardware.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SIZE = 32
+CLASSES = 10
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.distributed",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--width", type=int, default=8, help="ResNet-18 first-stage channels")
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per cell and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--trainers", default="mtl,distill,defense")
+    return parser.parse_args(argv)
+
+
+def build(trainer, width):
+    """(compiled GREAT model, one batch of random data) for `trainer`."""
+    import numpy as np
+
+    from great_tf import defense, distill, models, mtl
+
+    rng = np.random.default_rng(0)
+    if trainer == "mtl":
+        model = mtl.compile_mtl(mtl.build_mtl_model("great", (SIZE, SIZE, 1), width=width), 100, 1)
+        y = {"class": rng.integers(0, CLASSES, (1,)), "colour": rng.random((1, SIZE, SIZE, 3)),
+             "edges": rng.random((1, SIZE, SIZE, 1)), "auto": rng.random((1, SIZE, SIZE, 1))}
+        return model, (rng.random((1, SIZE, SIZE, 1)), y)
+    x, y = rng.random((1, SIZE, SIZE, 3)), rng.integers(0, CLASSES, (1,))
+    if trainer == "distill":
+        teacher = models.resnet18((SIZE, SIZE, 3), CLASSES, width, name="teacher")
+        student = models.cnn5((SIZE, SIZE, 3), CLASSES, 32)
+        disc = models.cnn5_discriminator((SIZE, SIZE, 3), 32)
+        model = distill.build_distiller("great", student, teacher, disc)
+        return distill.compile_distiller(model, 100, 1), (x, y)
+    return defense.build_defense("great+ce", (SIZE, SIZE, 3), CLASSES, width, 100, 1), (x, y)
+
+
+def timer(trainer, width, batch_size, strategy, jit):
+    """A function returning seconds per step of `trainer` under `strategy` (traced here)."""
+    import numpy as np
+    import tensorflow as tf
+
+    with strategy.scope():
+        model, example = build(trainer, width)
+    model.jit_compile = jit
+    floats = lambda a: a.astype(np.float32) if a.dtype == np.float64 else a  # noqa: E731
+    batch = tf.nest.map_structure(lambda a: np.repeat(floats(a), batch_size, 0), example)
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    model.fit(data, epochs=1, steps_per_epoch=1, verbose=0)  # trace and warm up
+
+    def run(steps):
+        start = time.perf_counter()
+        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+        return (time.perf_counter() - start) / steps
+
+    return run
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from great_tf.distribute import configure_cpu_replicas
+
+    configure_cpu_replicas(2)  # before TensorFlow initialises
+    import tensorflow as tf
+
+    cells = {"1 replica": (tf.distribute.get_strategy(), False),
+             "1 replica + XLA": (tf.distribute.get_strategy(), True),
+             "2 replicas": (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), False)}
+    trainers = args.trainers.split(",")
+    timers = {}
+    for trainer in trainers:
+        for cell, (strategy, jit) in cells.items():
+            print(f"tracing {trainer}, {cell}...", flush=True)
+            timers[trainer, cell] = timer(trainer, args.width, args.batch_size, strategy, jit)
+    seconds = {key: [] for key in timers}
+    for _ in range(args.rounds):  # interleaved, so that load drifts hit every cell alike
+        for key, run in timers.items():
+            seconds[key].append(run(args.steps))
+    median = {key: statistics.median(s) for key, s in seconds.items()}
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    print(f"\nGREAT train steps, images/s (s/step), global batch {args.batch_size}, ResNet-18 width "
+          f"{args.width}, {args.steps} steps x {args.rounds} rounds, median; {os.cpu_count()} CPU "
+          f"cores ({threads} threads), TensorFlow {tf.__version__}")
+    print("| step | " + " | ".join(cells) + " | 2 replicas + XLA |")
+    print("|---" * (len(cells) + 2) + "|")
+    for trainer in trainers:
+        row = [f"{args.batch_size / median[trainer, c]:.1f} ({median[trainer, c]:.3f})" for c in cells]
+        print(f"| {trainer} | " + " | ".join(row) + " | refused |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""`python -m tuning.distill`: a two-trial keras-tuner sweep end to end, stopped and resumed."""
+
+import json
+import os
+
+import keras
+import pytest
+
+from great_tf.models import cnn5
+from tuning import distill as tuning
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))),
+    reason="needs the CIFAR-10 TFDS folder (TFDS_DATA_DIR)")
+
+
+def test_two_trial_sweep_runs_stops_and_resumes(tmp_path, monkeypatch):
+    keras.utils.set_random_seed(0)
+    teacher = str(tmp_path / "teacher.keras")
+    cnn5((32, 32, 3), 10, width=2, hidden=8).save(teacher)
+    argv = ["--search", "great", "--teacher", teacher, "--student-width", "2", "--alphas", "0.1,0.3",
+            "--train-limit", "200", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8",
+            "--logdir", str(tmp_path / "sweep")]
+
+    calls = []
+    real_score = tuning.score
+
+    def stopping_score(model, dataset):
+        calls.append(1)
+        if len(calls) == 3:  # during the second trial: the user presses Ctrl-C
+            raise KeyboardInterrupt
+        return real_score(model, dataset)
+
+    monkeypatch.setattr(tuning, "score", stopping_score)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.main(argv)
+
+    calls.clear()
+    monkeypatch.setattr(tuning, "score", lambda m, d: (calls.append(1), real_score(m, d))[1])
+    rows = tuning.main(argv)
+    assert len(calls) == 2  # only the interrupted trial ran again (validation + test)
+    row = rows[0]
+    assert row["method"] == "GREAT" and row["trials run"] == 2
+    assert row["trials to best"] in (1, 2) and row["val % min"] <= row["best val %"] == row["val % max"]
+    assert row["paper default val %"] is not None  # alpha 0.1 is in the grid
+    with open(str(tmp_path / "sweep" / "sweep_cnn5_100pct_trials.json"), encoding="utf-8") as f:
+        trials = json.load(f)["rows"]
+    assert sorted(t["alpha"] for t in trials) == [0.1, 0.3]
+    assert all(0 <= t["test %"] <= 100 for t in trials)
