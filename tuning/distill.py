@@ -98,10 +98,10 @@ def make_hypermodel(method, args, data, train, val, teacher):
 
     from great_tf import distill
     from great_tf.data import eval_dataset, train_dataset
-    from trainers.distill import build_discriminator, build_network, epoch_steps, student_width
+    from trainers.distill import build_discriminator, build_network, student_width
 
     grid = search_space(method, args)
-    steps = epoch_steps(len(train[1]), args)
+    steps = flags.epoch_steps(len(train[1]), args)
 
     class DistillHyperModel(kt.HyperModel):
         def build(self, hp):
