@@ -4,32 +4,38 @@
     python -m bench.defense --widths 16 --batch-size 64 --steps 3
 
 For each width: images per second of one compiled training step of every mode on the same
-ResNet-18 (same random data), and the GREAT+CE step time over the baseline step time (target:
-at most 3x). Then the attack throughput of compiled iFGSM (great_tf.attacks, one tf.function with
+ResNet-18 (same random data), timed in interleaved rounds (medians), and the GREAT+CE step time
+over the baseline step time (target: at most 3x). Then the attack throughput of compiled iFGSM (great_tf.attacks, one tf.function with
 a while loop) against a plain eager Python loop over the same k signed-gradient steps.
 """
 
 import argparse
+import statistics
 import time
 
 import numpy as np
 
 
-def time_steps(model, x, y, steps):
-    """Seconds per step of `model.train_step`, compiled as Keras compiles it, after a warm-up."""
+def step_timer(model, x, y, steps):
+    """A function returning seconds per step of `model.train_step`, compiled, after a warm-up."""
     import tensorflow as tf
 
     step = tf.function(model.train_step)
     data = (tf.constant(x), tf.constant(y))
-    step(data)  # trace and warm up
-    start = time.perf_counter()
-    for _ in range(steps):
-        logs = step(data)
-    float(logs["loss"])  # wait for the last step
-    return (time.perf_counter() - start) / steps
+    step(data)  # trace and warm up outside the timing
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(steps):
+            logs = step(data)
+        float(logs["loss"])  # wait for the last step
+        return (time.perf_counter() - start) / steps
+
+    return run
 
 
-def bench_modes(width, batch_size, steps):
+def bench_modes(width, batch_size, steps, rounds):
+    """Median seconds per step of every mode, timed in interleaved rounds so load drift hits all."""
     import keras
 
     from great_tf.defense import MODES, build_defense
@@ -37,15 +43,20 @@ def bench_modes(width, batch_size, steps):
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, batch_size).astype(np.int32)
-    rows = {}
+    timers = {}
     for mode in MODES:
         keras.utils.set_random_seed(0)
         model = build_defense(mode, (32, 32, 3), 10, width, steps_per_epoch=1, epochs=2)
         model.optimizer.iterations.assign(1)  # epoch 1: alpha, beta > 0, the full step runs
-        seconds = time_steps(model, x, y, steps)
-        rows[mode] = seconds
-        print(f"width {width:3d} {mode:12s} {seconds:7.3f} s/step {batch_size / seconds:8.1f} images/s",
-              flush=True)
+        timers[mode] = step_timer(model, x, y, steps)
+    seconds = {mode: [] for mode in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            seconds[mode].append(timers[mode]())
+    rows = {mode: statistics.median(s) for mode, s in seconds.items()}
+    for mode, median in rows.items():
+        print(f"width {width:3d} {mode:12s} {median:7.3f} s/step {batch_size / median:8.1f} images/s "
+              f"{median / rows['baseline']:5.2f}x baseline", flush=True)
     ratio = rows["great+ce"] / rows["baseline"]
     print(f"width {width:3d} GREAT+CE / baseline step: {ratio:.2f}x (target <= 3x)", flush=True)
     return rows, ratio
@@ -93,12 +104,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.defense", description=__doc__.split("\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--attack-batch", type=int, default=256)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
     for width in args.widths:
-        bench_modes(width, args.batch_size, args.steps)
+        bench_modes(width, args.batch_size, args.steps, args.rounds)
     for width in args.widths:
         bench_attack(width, args.attack_batch, args.k)
 
