@@ -28,6 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from great_tf.errors import GreatError
+from great_tf.precision import full_precision
+
+# Under mixed precision (float16 logits) the attack losses are multiplied by this before their
+# input gradient is taken, so that small float16 gradients do not underflow to 0 (a sign of 0 is
+# no step: an attack weakened by rounding). Only the gradient's sign is used.
+FLOAT16_LOSS_SCALE = 2.0**8
 
 
 def default_eps_iter(eps, nb_iter):
@@ -38,7 +44,8 @@ def default_eps_iter(eps, nb_iter):
 def cross_entropy_sum(logits, labels):
     """Summed cross-entropy: its input gradient is every example's own gradient."""
     return tf.reduce_sum(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits))
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
+                                                       logits=full_precision(logits)))
 
 
 def predicted_labels(model_fn, x):
@@ -80,7 +87,10 @@ def _direction(targeted):
 def _signed_gradient(model_fn, x, labels, loss_fn):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
-        loss = loss_fn(model_fn(x), labels)
+        logits = model_fn(x)
+        loss = loss_fn(full_precision(logits), labels)
+        if logits.dtype == tf.float16:
+            loss = loss * FLOAT16_LOSS_SCALE
     # A model that gives no gradient (fully obfuscated) leaves the gradient attacks where they are.
     return tf.sign(tape.gradient(loss, x, unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
@@ -152,7 +162,8 @@ def pgd(model_fn, x, eps, eps_iter=None, nb_iter=10, y=None, targeted=False, res
     for r in range(restarts):
         x_adv = iterative_fgsm(model_fn, x, eps, eps_iter, nb_iter, labels, targeted, clip_min,
                                clip_max, rand_init=True, seed=seed * 1000 + r, loss_fn=loss_fn)
-        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=model_fn(x_adv))
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=full_precision(model_fn(x_adv)))
         score = -per_example if targeted else per_example
         if best is None:
             best, best_score = x_adv, score
@@ -165,6 +176,7 @@ def pgd(model_fn, x, eps, eps_iter=None, nb_iter=10, y=None, targeted=False, res
 
 def margin_loss(logits, labels):
     """Per example max_{j != y} a_j - a_y: positive exactly when y is not the prediction."""
+    logits = full_precision(logits)
     onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
     true = tf.reduce_sum(onehot * logits, axis=-1)
     other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from great_tf.distribute import global_batch_size
 from great_tf.errors import GreatError
+from great_tf.precision import full_precision, loss_scale, loss_scaled, rescale, scale
 from great_tf.schedules import PolyRamp, poly_adam, scheduled_value
 
 MODES = ("baseline", "adversarial", "greace", "great", "great+ce")
@@ -42,7 +43,8 @@ FGSM_TRAIN_EPS = 0.2  # the supplement's FGSM adversarial training, on the [0, 1
 
 def sparse_ce(labels, logits):
     """Per-example cross-entropy with integer labels."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
+                                                          logits=full_precision(logits))
 
 
 def greace_surrogate(labels, logits, aux_logits, beta):
@@ -52,6 +54,7 @@ def greace_surrogate(labels, logits, aux_logits, beta):
     the gradient of Eq. 6; the auxiliary probabilities are constants (no gradient reaches the
     auxiliary network). Only its gradient matters: its value is not a loss to report.
     """
+    logits = full_precision(logits)
     num_classes = tf.shape(logits)[-1]
     negatives = 1.0 - tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype)
     weights = tf.stop_gradient(tf.nn.softmax(tf.cast(aux_logits, logits.dtype))) * negatives
@@ -137,14 +140,14 @@ class GreatDefense(keras.Model):
     # -- training -----------------------------------------------------------------------------
     def compile(self, optimizer="adam", aux_optimizer=None, **kwargs):
         """`aux_optimizer` trains the auxiliary network (Adam by default, as in the paper)."""
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=loss_scaled(optimizer, self), **kwargs)
         self.optimizer.build(self.main.trainable_variables)
         self.aux_optimizer = None
         if self.auxiliary is not None:
-            self.aux_optimizer = keras.optimizers.get(aux_optimizer or "adam")
+            self.aux_optimizer = loss_scaled(aux_optimizer or "adam", self)
             self.aux_optimizer.build(self.auxiliary.trainable_variables)
 
-    def great_losses(self, x, y, alpha, beta, aux_probs=None, reverse=True):
+    def great_losses(self, x, y, alpha, beta, aux_probs=None, reverse=True, input_scale=None):
         """The replica's losses of one GREAT/GREACE step, differentiable w.r.t. both networks.
 
         Returns a dict: `ce`, `greace`, `aux` (replica shares of the global-batch mean), the
@@ -153,12 +156,13 @@ class GreatDefense(keras.Model):
         `ce + greace + aux` is the main network's step direction AND the auxiliary's. Without it,
         `ce + greace - alpha * aux` is a plain scalar whose gradient w.r.t. the main weights is the
         same (for finite-difference checks, with `aux_probs` freezing GREACE's constants).
+        `input_scale` scales the inner backward pass that computes `g` (mixed precision).
         """
         from great_tf.gradients import masked_input_gradients
         from great_tf.layers import reverse_gradient
 
         batch = global_batch_size(x, x.dtype)
-        g, logits = masked_input_gradients(self.main, x, y, training=True)
+        g, logits = masked_input_gradients(self.main, x, y, training=True, loss_scale=input_scale)
         if self.mode not in USES_ALPHA:
             g = tf.stop_gradient(g)  # GREACE alone: no double backprop needed
         aux_input = reverse_gradient(g, alpha) if reverse else g
@@ -171,24 +175,31 @@ class GreatDefense(keras.Model):
                "logits": logits, "aux_logits": aux_logits, "g": g}
         out["greace"] = tf.zeros([], x.dtype)
         if self.mode in USES_BETA:
-            probs = tf.nn.softmax(aux_logits) if aux_probs is None else aux_probs
+            probs = tf.nn.softmax(full_precision(aux_logits)) if aux_probs is None else aux_probs
             out["greace"] = tf.reduce_sum(greace_surrogate(y, logits, probs, beta)) / batch
         return out
 
     def great_gradients(self, x, y):
-        """(main gradients, auxiliary gradients, losses dict) of one GREAT/GREACE step."""
+        """(main gradients, auxiliary gradients, losses dict) of one GREAT/GREACE step.
+
+        Under mixed precision the one backward pass is scaled by the main optimizer's loss scale
+        (the inner one that computes g too); the auxiliary gradients are rescaled to the auxiliary
+        optimizer's scale. Each optimizer's `apply` undoes its own.
+        """
         dtype = self.main.trainable_variables[0].dtype
         x = tf.cast(x, dtype)
         alpha = tf.cast(self.current_alpha(), dtype)
         beta = tf.cast(self.current_beta(), dtype)
         main_vars = self.main.trainable_variables
         aux_vars = self.auxiliary.trainable_variables
+        main_scale = loss_scale(self.optimizer)
         with tf.GradientTape() as tape:
-            out = self.great_losses(x, y, alpha, beta)
-            total = out["ce"] + out["greace"] + out["aux"]
+            out = self.great_losses(x, y, alpha, beta, input_scale=main_scale)
+            total = scale(out["ce"] + out["greace"] + out["aux"], main_scale)
         grads = tape.gradient(total, main_vars + aux_vars)
         out.update(alpha=alpha, beta=beta)
-        return grads[: len(main_vars)], grads[len(main_vars):], out
+        aux_grads = rescale(grads[len(main_vars):], main_scale, loss_scale(self.aux_optimizer))
+        return grads[: len(main_vars)], aux_grads, out
 
     def adversarial_gradients(self, x, y):
         """FGSM adversarial training: 0.5 * (L_clean + L_adv) from one clean and one FGSM batch.
@@ -198,18 +209,20 @@ class GreatDefense(keras.Model):
         """
         main_vars = self.main.trainable_variables
         batch = global_batch_size(x, x.dtype)
+        main_scale = loss_scale(self.optimizer)
         with tf.GradientTape() as tape:
             with tf.GradientTape() as input_tape:
                 input_tape.watch(x)
                 logits = self.main(x, training=True)
                 clean = sparse_ce(y, logits)
                 clean_sum = tf.reduce_sum(clean)
+                scaled_clean_sum = scale(clean_sum, main_scale)  # float16: no underflow in the sign
             with tape.stop_recording():
-                x_adv = x + self.fgsm_eps * fgsm_direction(input_tape, clean_sum, x)
+                x_adv = x + self.fgsm_eps * fgsm_direction(input_tape, scaled_clean_sum, x)
                 x_adv = tf.clip_by_value(x_adv, self.clip_min, self.clip_max)
             adv_logits = self.main(x_adv, training=True)
             adv = sparse_ce(y, adv_logits)
-            total = 0.5 * (clean_sum + tf.reduce_sum(adv)) / batch
+            total = scale(0.5 * (clean_sum + tf.reduce_sum(adv)) / batch, main_scale)
         out = {"ce_per_example": clean, "logits": logits, "adv_per_example": adv, "adv_logits": adv_logits}
         return tape.gradient(total, main_vars), out
 
@@ -219,6 +232,7 @@ class GreatDefense(keras.Model):
             logits = self.main(x, training=True)
             per_example = sparse_ce(y, logits)
             total = tf.reduce_sum(per_example) / global_batch_size(x, x.dtype)
+            total = scale(total, loss_scale(self.optimizer))
         return tape.gradient(total, main_vars), {"ce_per_example": per_example, "logits": logits}
 
     def train_step(self, data):

@@ -39,6 +39,7 @@ from great_tf.errors import GreatError
 from great_tf.schedules import poly_adam
 from great_tf.gradients import input_gradients
 from great_tf.distribute import global_batch_size
+from great_tf.precision import full_precision, loss_scale, loss_scaled, scale
 
 METHODS = ("baseline", "distill", "sobolev", "great")
 METHOD_NAMES = {"baseline": "Baseline", "distill": "Distillation", "sobolev": "Sobolev",
@@ -51,13 +52,13 @@ DEFAULT_TEMPERATURE = 20.0  # the paper's grid-search optimum for CNN-5 + ResNet
 
 def cross_entropy(labels, logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
-                                                          logits=logits)
+                                                          logits=full_precision(logits))
 
 
 def hinton_kl(student_logits, teacher_logits, temperature):
     """KL(softmax(t / T) || softmax(s / T)) per example."""
-    teacher_log_p = tf.nn.log_softmax(teacher_logits / temperature)
-    student_log_p = tf.nn.log_softmax(student_logits / temperature)
+    teacher_log_p = tf.nn.log_softmax(full_precision(teacher_logits) / temperature)
+    student_log_p = tf.nn.log_softmax(full_precision(student_logits) / temperature)
     return tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
 
 
@@ -76,8 +77,8 @@ def sobolev_distance(student_gradients, teacher_gradients):
 
 def discriminator_losses(teacher_logits, student_logits):
     """(BCE(f(g_t), 1), BCE(f(g_s), 0)) per example, from the discriminator's logits."""
-    teacher_logits = tf.reshape(teacher_logits, [-1])
-    student_logits = tf.reshape(student_logits, [-1])
+    teacher_logits = tf.reshape(full_precision(teacher_logits), [-1])
+    student_logits = tf.reshape(full_precision(student_logits), [-1])
     return (
         tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(teacher_logits),
                                                 logits=teacher_logits),
@@ -121,7 +122,7 @@ class CrossEntropyStudent(keras.Model):
         return []
 
     def compile(self, optimizer="adam", **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=loss_scaled(optimizer, self), **kwargs)
         self.optimizer.build(self.student.trainable_variables)
 
     def objective(self, x, y, global_batch):
@@ -135,6 +136,7 @@ class CrossEntropyStudent(keras.Model):
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
             loss, logits, tracked = self.objective(x, y, global_batch_size(x, x.dtype))
+            loss = scale(loss, loss_scale(getattr(self, "optimizer", None)))
         return tape.gradient(loss, variables), logits, tracked
 
     def train_step(self, data):
@@ -161,11 +163,14 @@ class CrossEntropyStudent(keras.Model):
 
     def teacher_input_gradients(self, x, y):
         """g_t: the frozen teacher's per-example input gradient, a constant for the student."""
-        return tf.stop_gradient(input_gradients(self.teacher, x, y, training=False)[0])
+        g_t, _ = input_gradients(self.teacher, x, y, training=False,
+                                 loss_scale=loss_scale(getattr(self, "optimizer", None)))
+        return tf.stop_gradient(g_t)
 
     def gradient_pair(self, x, y):
         """(g_t, g_s) with everything in inference mode: for summaries, changes no state."""
-        g_s = input_gradients(self.student, x, y, training=False)[0]
+        g_s = input_gradients(self.student, x, y, training=False,
+                              loss_scale=loss_scale(getattr(self, "optimizer", None)))[0]
         return self.teacher_input_gradients(x, y), g_s
 
 
@@ -219,7 +224,8 @@ class SobolevStudent(TeacherMixin, CrossEntropyStudent):
 
     def objective(self, x, y, global_batch):
         g_t = self.teacher_input_gradients(x, y)
-        g_s, logits = input_gradients(self.student, x, y, training=True)
+        g_s, logits = input_gradients(self.student, x, y, training=True,
+                                      loss_scale=loss_scale(getattr(self, "optimizer", None)))
         ce = cross_entropy(y, logits)
         distance = sobolev_distance(g_s, g_t)
         per_example = (1.0 - self.alpha) * ce + self.alpha * distance
@@ -259,7 +265,7 @@ class GreatDistiller(TeacherMixin, CrossEntropyStudent):
 
     def compile(self, optimizer="adam", discriminator_optimizer=None, **kwargs):
         super().compile(optimizer, **kwargs)
-        self.discriminator_optimizer = keras.optimizers.get(discriminator_optimizer or "adam")
+        self.discriminator_optimizer = loss_scaled(discriminator_optimizer or "adam", self)
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
     def discriminate(self, g_t, g_s, training):
@@ -268,19 +274,28 @@ class GreatDistiller(TeacherMixin, CrossEntropyStudent):
         return tf.split(tf.reshape(logits, [-1]), 2)
 
     def great_gradients(self, x, y):
-        """(student grads, discriminator grads, student logits, tracked) of one GREAT step."""
+        """(student grads, discriminator grads, student logits, tracked) of one GREAT step.
+
+        Under mixed precision each loss is scaled by its optimizer's loss scale, and g_s, g_t
+        (inputs of the discriminator) come unscaled from scaled inner backward passes.
+        """
         batch = global_batch_size(x, x.dtype)
+        student_scale = loss_scale(getattr(self, "optimizer", None))
+        disc_scale = loss_scale(getattr(self, "discriminator_optimizer", None))
         g_t = self.teacher_input_gradients(x, y)
         with tf.GradientTape(persistent=True) as tape:
-            g_s, logits = input_gradients(self.student, x, y, training=True)
+            g_s, logits = input_gradients(self.student, x, y, training=True,
+                                          loss_scale=student_scale)
             ce = cross_entropy(y, logits)
             d_teacher, d_student = self.discriminate(g_t, g_s, training=True)
             bce_teacher, bce_student = discriminator_losses(d_teacher, d_student)
             disc_loss = (tf.reduce_sum(bce_teacher) + tf.reduce_sum(bce_student)) / batch
             student_loss = ((1.0 - self.alpha) * tf.reduce_sum(ce)
                             - self.alpha * tf.reduce_sum(bce_student)) / batch
-        student_grads = tape.gradient(student_loss, self.student.trainable_variables)
-        disc_grads = tape.gradient(disc_loss, self.discriminator.trainable_variables)
+            scaled_student_loss = scale(student_loss, student_scale)
+            scaled_disc_loss = scale(disc_loss, disc_scale)
+        student_grads = tape.gradient(scaled_student_loss, self.student.trainable_variables)
+        disc_grads = tape.gradient(scaled_disc_loss, self.discriminator.trainable_variables)
         del tape
         tracked = {
             self.loss_tracker: (1.0 - self.alpha) * ce - self.alpha * bce_student,

@@ -18,34 +18,43 @@ training batches should be even.
 
 import tensorflow as tf
 
-
-def input_gradients(model, x, y, training=False):
-    """(dCE/dx per example, logits) for a classifier `model` with integer labels `y`."""
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x)
-        logits = model(x, training=training)
-        loss = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits)
-        )
-    return tape.gradient(loss, x), logits
+from great_tf.precision import full_precision, scale, unscale
 
 
-def masked_input_gradients(model, x, y, training=False):
-    """(g, logits) with g = (p_y - 1) * da_y/dx per example: the label-masked input gradient.
+def input_gradients(model, x, y, training=False, loss_scale=None):
+    """(dCE/dx per example, logits) for a classifier `model` with integer labels `y`.
 
-    The loss gradient at the logits, p - onehot(y), is masked to the true class after the softmax
-    and backpropagated to the input. The mask is passed as `output_gradients` rather than
-    through a stop-gradient surrogate, so that an outer tape still sees how (p_y - 1) depends on
-    the weights: the second-order gradient through g stays exact.
+    With a `loss_scale` (mixed precision, `great_tf.precision.loss_scale`), the summed loss is
+    multiplied by it so that the float16 backward pass does not underflow, and the gradient is
+    divided by it again, in float32.
     """
     x = tf.convert_to_tensor(x)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         logits = model(x, training=training)
-    onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
-    mask = onehot * (tf.nn.softmax(logits) - 1.0)
-    return tape.gradient(logits, x, output_gradients=mask), logits
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=full_precision(logits)))
+        loss = scale(loss, loss_scale)
+    return unscale(tape.gradient(loss, x), loss_scale), logits
+
+
+def masked_input_gradients(model, x, y, training=False, loss_scale=None):
+    """(g, logits) with g = (p_y - 1) * da_y/dx per example: the label-masked input gradient.
+
+    The loss gradient at the logits, p - onehot(y), is masked to the true class after the softmax
+    and backpropagated to the input. The mask is passed as `output_gradients` rather than
+    through a stop-gradient surrogate, so that an outer tape still sees how (p_y - 1) depends on
+    the weights: the second-order gradient through g stays exact. A `loss_scale` multiplies the
+    mask (and divides g), as in `input_gradients`.
+    """
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        logits = model(x, training=training)
+    probs = tf.nn.softmax(full_precision(logits))
+    onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=probs.dtype)
+    mask = tf.cast(scale(onehot * (probs - 1.0), loss_scale), logits.dtype)
+    return unscale(tape.gradient(logits, x, output_gradients=mask), loss_scale), logits
 
 
 compiled_input_gradients = tf.function(input_gradients, reduce_retracing=True)

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from great_tf.distribute import global_batch_size, num_replicas, replica_sum
 from great_tf.errors import GreatError
+from great_tf.precision import full_precision, loss_scale, loss_scaled, rescale, scale, unscale
 from great_tf.schedules import poly_adam
 from great_tf.layers import GAL
 from great_tf.models import classification_decoder, dense_decoder, resnet18_encoder, task_classifier
@@ -41,6 +42,7 @@ class Task:
     units: int
 
     def per_example_loss(self, target, output):
+        output = full_precision(output)
         if self.kind == "classification":
             return tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=tf.cast(tf.reshape(target, [-1]), tf.int32), logits=output
@@ -177,11 +179,11 @@ class MultiTaskModel(keras.Model):
 
     def compile(self, optimizer="adam", weight_optimizer=None, **kwargs):
         """`weight_optimizer` trains the method's own weights (GALs, task weights), if it has any."""
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=loss_scaled(optimizer, self), **kwargs)
         self.optimizer.build(self.network_variables)
         self.weight_optimizer = None
         if self.method_variables():
-            self.weight_optimizer = keras.optimizers.get(weight_optimizer or "adam")
+            self.weight_optimizer = loss_scaled(weight_optimizer or "adam", self)
             self.weight_optimizer.build(self.method_variables())
 
     def method_variables(self):
@@ -207,6 +209,7 @@ class EqualWeightsMTL(MultiTaskModel):
             _, _, outputs = self.forward(x, training=True)
             per_example = self.per_example_losses(y, outputs)
             total = tf.reduce_sum(self.replica_losses(per_example, global_batch_size(x)))
+            total = scale(total, loss_scale(self.optimizer))
         self.optimizer.apply(tape.gradient(total, self.network_variables), self.network_variables)
         self.update_task_metrics(y, outputs, per_example)
         return self.logs()
@@ -282,7 +285,8 @@ class UncertaintyMTL(WeightedMTL):
                 self.kendall_factors() * tf.exp(-log_vars) * tf.stop_gradient(losses)
                 + 0.5 * log_vars / num_replicas()
             )
-            total = network_loss + kendall_loss
+            total = (scale(network_loss, loss_scale(self.optimizer))
+                     + scale(kendall_loss, loss_scale(self.weight_optimizer)))
         grads = tape.gradient(total, self.network_variables + [log_vars])
         self.optimizer.apply(grads[:-1], self.network_variables)
         self.weight_optimizer.apply(grads[-1:], [log_vars])
@@ -331,17 +335,22 @@ class GradNormMTL(WeightedMTL):
             per_example = self.per_example_losses(y, outputs)
             losses = self.replica_losses(per_example, global_batch_size(x))
             network_loss = tf.reduce_sum(tf.stop_gradient(weights) * losses)
+            network_scale = loss_scale(self.optimizer)
+            network_loss = scale(network_loss, network_scale)
         grads = tape.gradient(network_loss, self.network_variables + heads)
         n_vars = len(self.network_variables)
         head_grads = grads[n_vars:]
         # grad_W L_i from task i's gradient at the feature: a short backprop from f to W.
         norms = tf.stack([
-            tf.norm(replica_sum(tape.gradient(feature, self.shared_kernel, output_gradients=g / w)))
+            unscale(tf.norm(replica_sum(tape.gradient(
+                feature, self.shared_kernel, output_gradients=g / tf.cast(w, g.dtype)))),
+                network_scale)
             for g, w in zip(head_grads, tf.unstack(weights))
         ])
         del tape
         global_losses = replica_sum(losses)
-        weight_grad = self.gradnorm_weight_gradient(weights, norms, global_losses)
+        weight_grad = self.gradnorm_weight_gradient(weights, norms, global_losses,
+                                                    loss_scale(self.weight_optimizer))
         self.optimizer.apply(grads[:n_vars], self.network_variables)
         # Every replica computed the same global gradient; the optimizer sums across replicas.
         self.weight_optimizer.apply([weight_grad / num_replicas()], [weights])
@@ -350,13 +359,14 @@ class GradNormMTL(WeightedMTL):
         self.track_weights(self.task_weights.values)
         return self.logs()
 
-    def gradnorm_weight_gradient(self, weights, norms, global_losses):
+    def gradnorm_weight_gradient(self, weights, norms, global_losses, factor=None):
+        """The GradNorm loss's gradient w.r.t. the weights, for a loss scaled by `factor`."""
         ratios = global_losses / self.initial_losses.observe(global_losses)
         relative = ratios / tf.reduce_mean(ratios)
         with tf.GradientTape() as tape:
             grad_norms = weights * norms
             target = tf.stop_gradient(tf.reduce_mean(grad_norms) * relative**self.alpha)
-            gradnorm_loss = tf.reduce_sum(tf.abs(grad_norms - target))
+            gradnorm_loss = scale(tf.reduce_sum(tf.abs(grad_norms - target)), factor)
         return tape.gradient(gradnorm_loss, weights)
 
     def renormalize_weights(self):
@@ -406,7 +416,7 @@ class GreatMTL(MultiTaskModel):
     def compile(self, optimizer="adam", weight_optimizer=None, classifier_optimizer=None, **kwargs):
         """`weight_optimizer` trains the GALs; `classifier_optimizer` the task classifier."""
         super().compile(optimizer, weight_optimizer, **kwargs)
-        self.classifier_optimizer = keras.optimizers.get(classifier_optimizer or "adam")
+        self.classifier_optimizer = loss_scaled(classifier_optimizer or "adam", self)
         self.classifier_optimizer.build(self.classifier.trainable_variables)
 
     def train_step(self, data):
@@ -418,11 +428,15 @@ class GreatMTL(MultiTaskModel):
             losses = self.replica_losses(per_example, global_batch)
             initial = self.initial_losses.observe(replica_sum(losses))
             normalized = tf.reduce_sum(losses / initial)
+            network_scale = loss_scale(self.optimizer)  # read before `apply` may change it
+            normalized = scale(normalized, network_scale)
         grads = tape.gradient(normalized, self.network_variables + heads)
         n_vars = len(self.network_variables)
         self.optimizer.apply(grads[:n_vars], self.network_variables)
-        # Scaled back from the global-batch mean to each example's own gradient.
-        task_grads = [g * tf.cast(global_batch, g.dtype) for g in grads[n_vars:]]
+        # Loss scale undone (mixed precision), then scaled back from the global-batch mean to
+        # each example's own gradient.
+        task_grads = [unscale(g, network_scale) for g in grads[n_vars:]]
+        task_grads = [g * tf.cast(global_batch, g.dtype) for g in task_grads]
         self.alignment_step(task_grads, global_batch)
         self.update_task_metrics(y, outputs, per_example)
         return self.logs()
@@ -434,14 +448,21 @@ class GreatMTL(MultiTaskModel):
         with tf.GradientTape() as tape:
             aligned = tf.concat(
                 [gamma * tf.stop_gradient(g) for gamma, g in zip(gammas, task_grads)], 0)
+            aligned = tf.cast(aligned, self.classifier.compute_dtype)
             logits = self.classifier(aligned, training=True)
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=full_precision(logits))
             loss = tf.reduce_sum(per_example) / tf.cast(global_batch * len(task_grads), per_example.dtype)
+            classifier_scale = loss_scale(self.classifier_optimizer)
+            loss = scale(loss, classifier_scale)
         classifier_vars = self.classifier.trainable_variables
         grads = tape.gradient(loss, classifier_vars + gammas)
+        # The GALs' optimizer may use another loss scale than the classifier's.
+        gamma_grads = rescale(grads[len(classifier_vars):], classifier_scale,
+                              loss_scale(self.weight_optimizer))
         self.classifier_optimizer.apply(grads[: len(classifier_vars)], classifier_vars)
         # Gradient reversal: the GALs ascend the classifier's loss.
-        self.weight_optimizer.apply([-g for g in grads[len(classifier_vars):]], gammas)
+        self.weight_optimizer.apply([-g for g in gamma_grads], gammas)
         self.classifier_loss_tracker.update_state(per_example)
         self.classifier_accuracy.update_state(labels, logits)
 

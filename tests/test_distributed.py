@@ -141,7 +141,6 @@ def test_xla_step_gives_the_plain_step_weights(name, float64):
     (["--strategy", "multiworker"], "--strategy multiworker needs TF_CONFIG"),
     (["--cpu-replicas", "2", "--jit"], "--jit runs on one device only (2 replicas here)"),
     (["--cpu-replicas", "3", "--batch-size", "6"], "cannot split the CPU into 3 replicas"),
-    (["--mixed-precision"], "--mixed-precision is not supported yet"),
 ])
 def test_bad_strategy_flags_end_in_one_line(argv, message, capsys, monkeypatch):
     from trainers import flags

@@ -59,7 +59,7 @@ def base_parser(prog, description, datasets, methods, default_dataset):
                         help="mirror over N logical CPU devices (machines without GPUs, tests)")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the train step (one device)")
     parser.add_argument("--mixed-precision", action="store_true",
-                        help="mixed_float16 compute (not supported yet: refused)")
+                        help="mixed_float16 compute with float32 weights and dynamic loss scaling")
     return parser
 
 
@@ -77,10 +77,10 @@ def setup_runtime(args):
     from great_tf import distribute
 
     if args.mixed_precision:
-        # Not yet: the custom train steps call `optimizer.apply` directly, so mixed_float16 needs
-        # loss scaling (LossScaleOptimizer.scale_loss) in every step and its auxiliary paths.
-        raise GreatError("--mixed-precision is not supported yet: the GREAT train steps do not "
-                         "apply loss scaling; train in float32")
+        from great_tf.precision import use_mixed_precision
+
+        # Before any model is built: layers take the global dtype policy when they are created.
+        use_mixed_precision(True)
     strategy = distribute.make_strategy(args.strategy, args.cpu_replicas)
     if args.jit:
         distribute.check_jit(strategy)  # refused before any data is loaded
@@ -133,6 +133,8 @@ def check_onednn_batch(args):
 
 CONFIG_KEYS = ("dataset", "preset", "epochs", "batch_size", "width", "train_limit",
                "steps_per_epoch", "eval_limit", "seed")
+# Recorded only when set, so that runs from before the flag existed still resume.
+OPTIONAL_CONFIG_KEYS = ("mixed_precision",)
 
 
 def prepare_run_dir(run_dir, args, extra=None):
@@ -141,12 +143,14 @@ def prepare_run_dir(run_dir, args, extra=None):
     A fresh run clears an older run in the same folder; a resumed run must use the same settings.
     """
     config = {k: getattr(args, k, None) for k in CONFIG_KEYS}
+    config.update({k: True for k in OPTIONAL_CONFIG_KEYS if getattr(args, k, False)})
     config.update(extra or {})
     path = os.path.join(run_dir, "config.json")
     if args.resume and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        changed = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+        keys = list(config) + [k for k in OPTIONAL_CONFIG_KEYS if k in saved and k not in config]
+        changed = {k: (saved.get(k), config.get(k)) for k in keys if saved.get(k) != config.get(k)}
         if changed:
             diff = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
             raise GreatError(f"--resume with different settings than the run in {run_dir} ({diff}): "
