@@ -20,13 +20,29 @@ def test_greace_gradient_at_logits_is_eq6():
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([logits, aux_logits])
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        total = tf.reduce_sum(ce + greace_surrogate(y, logits, aux_logits, beta))
+        total = tf.reduce_sum(ce + greace_surrogate(y, logits, tf.nn.softmax(aux_logits), beta))
     onehot = np.eye(4)[y]
     expected = (tf.nn.softmax(logits).numpy() - onehot
                 + beta * tf.nn.softmax(aux_logits).numpy() * (1.0 - onehot))
     np.testing.assert_allclose(tape.gradient(total, logits).numpy(), expected, rtol=1e-12, atol=1e-14)
     # softmax(á) is a constant: GREACE sends nothing to the auxiliary network.
     assert tape.gradient(total, aux_logits) is None
+
+
+def test_the_models_greace_term_uses_the_auxiliary_probabilities_once():
+    """The step's GREACE term against beta * sum_{j != y} softmax(á)_j * a_j from its own outputs
+    (fails if the auxiliary logits go through softmax twice, or not at all)."""
+    keras.utils.set_random_seed(0)
+    main, aux = build_networks((8, 8, 3), 3, width=2)
+    model = GreatDefense(main, aux, "great+ce", alpha=0.5, beta=1.3)
+    x = tf.random.stateless_uniform([4, 8, 8, 3], [2, 3])
+    y = tf.constant([0, 1, 2, 1])
+    out = model.great_losses(x, y, tf.constant(0.5), tf.constant(1.3))
+    probs = tf.nn.softmax(out["aux_logits"]).numpy()
+    logits = out["logits"].numpy()
+    negatives = 1.0 - np.eye(3)[y.numpy()]
+    expected = 1.3 * np.sum(probs * negatives * logits) / 4
+    np.testing.assert_allclose(float(out["greace"]), expected, rtol=1e-5)
 
 
 def flat(tensors):
