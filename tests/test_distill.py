@@ -62,11 +62,16 @@ def finite_difference_check(variables, analytic, objective, seed=0, eps=1e-6):
         assert abs(numeric - exact) <= 1e-6 * max(1.0, abs(exact)), (var.path, numeric, exact)
 
 
-def test_great_student_gradient_matches_float64_finite_differences(float64):
+def tiny_great_pair():
+    """(x, y, student, teacher, discriminator) in float64 for the finite-difference checks."""
     x, y = tiny_data(dtype="float64")
     student, teacher = tiny_cnn5(1), tiny_cnn5(2)
     keras.utils.set_random_seed(3)
-    disc = cnn5_discriminator((6, 6, 2), width=2, hidden=4)
+    return x, y, student, teacher, cnn5_discriminator((6, 6, 2), width=2, hidden=4)
+
+
+def test_great_student_gradient_matches_float64_finite_differences(float64):
+    x, y, student, teacher, disc = tiny_great_pair()
     model = distill.GreatDistiller(student, teacher, disc, alpha=0.3)
     grads, _, _ = model.student_gradients(x, y)
     # The reversed term must matter: the gradient differs from the plain CE gradient's share.
@@ -77,10 +82,7 @@ def test_great_student_gradient_matches_float64_finite_differences(float64):
 
 
 def test_great_discriminator_gradient_matches_finite_differences(float64):
-    x, y = tiny_data(dtype="float64")
-    student, teacher = tiny_cnn5(1), tiny_cnn5(2)
-    keras.utils.set_random_seed(3)
-    disc = cnn5_discriminator((6, 6, 2), width=2, hidden=4)
+    x, y, student, teacher, disc = tiny_great_pair()
     model = distill.GreatDistiller(student, teacher, disc, alpha=0.3)
     _, disc_grads, _, _ = model.great_gradients(x, y)
 
