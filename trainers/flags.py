@@ -122,9 +122,11 @@ def check_onednn_batch(args):
     TF_ENABLE_ONEDNN_OPTS=0 (1.8x slower steps) do not.
     """
     replicas = getattr(args, "cpu_replicas", None) or 1
-    per_replica = args.batch_size // replicas
+    # An uneven split gives some replicas one example more: check both sizes.
+    odd = [n for n in {args.batch_size // replicas, -(-args.batch_size // replicas)} if n % 2]
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
-    if onednn and per_replica % 2 and (args.width or 64) < 16:
+    if onednn and odd and (args.width or 64) < 16:
+        per_replica = odd[0]
         raise GreatError(
             f"an odd batch per replica ({per_replica}) at width {args.width} crashes TensorFlow's "
             f"oneDNN convolution gradient: use an even --batch-size, --width 16 or more, or set "
