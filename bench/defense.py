@@ -5,7 +5,10 @@
 
 For each width: images per second of one compiled training step of every mode on the same
 ResNet-18 (same random data), timed in interleaved rounds (medians), and the GREAT+CE step time
-over the baseline step time (target: at most 3x). Then the attack throughput of compiled iFGSM (great_tf.attacks, one tf.function with
+over the baseline step time (target: at most 3x). `--floor` adds the same two steps with every
+BatchNorm replaced by the identity: a GREAT step runs three times the baseline's convolutions
+(forward, input-gradient and filter-gradient kernels each three times per layer), so that ratio is
+what the convolutions alone cost, below which normalization cannot bring the step. Then the attack throughput of compiled iFGSM (great_tf.attacks, one tf.function with
 a while loop) against a plain eager Python loop over the same k signed-gradient steps.
 """
 
@@ -62,6 +65,44 @@ def bench_modes(width, batch_size, steps, rounds):
     return rows, ratio
 
 
+class Identity:
+    """Stands in for `batch_norm()` in the --floor measurement."""
+
+    def __call__(self, x):
+        return x
+
+
+def bench_floor(width, batch_size, steps, rounds):
+    """GREAT+CE / baseline with no normalization layers at all (see the module docstring)."""
+    from unittest import mock
+
+    import keras
+
+    from great_tf.defense import build_defense
+    from great_tf.models import blocks, resnet
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, batch_size).astype(np.int32)
+    timers = {}
+    with mock.patch.object(blocks, "batch_norm", lambda **_: Identity()), \
+            mock.patch.object(resnet, "batch_norm", lambda **_: Identity()):
+        for mode in ("baseline", "great+ce"):
+            keras.utils.set_random_seed(0)
+            model = build_defense(mode, (32, 32, 3), 10, width, steps_per_epoch=1, epochs=2)
+            model.optimizer.iterations.assign(1)
+            timers[mode] = step_timer(model, x, y, steps)
+    samples = {mode: [] for mode in timers}
+    for _ in range(rounds):  # interleaved, as in bench_modes
+        for mode, timer in timers.items():
+            samples[mode].append(timer())
+    seconds = {mode: statistics.median(s) for mode, s in samples.items()}
+    ratio = seconds["great+ce"] / seconds["baseline"]
+    print(f"width {width:3d} without BatchNorm: baseline {seconds['baseline']:.3f} s, great+ce "
+          f"{seconds['great+ce']:.3f} s, {ratio:.2f}x (the convolutions' floor)", flush=True)
+    return ratio
+
+
 def bench_attack(width, batch_size, k):
     import tensorflow as tf
 
@@ -108,9 +149,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--attack-batch", type=int, default=256)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--floor", action="store_true",
+                        help="also time baseline and great+ce with no BatchNorm layers")
     args = parser.parse_args(argv)
     for width in args.widths:
         bench_modes(width, args.batch_size, args.steps, args.rounds)
+        if args.floor:
+            bench_floor(width, args.batch_size, args.steps, args.rounds)
     for width in args.widths:
         bench_attack(width, args.attack_batch, args.k)
 

@@ -32,3 +32,12 @@ def float64():
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("GREAT_TF_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+    """One two-replica strategy for the session: a second one over the same devices would restart
+    the collective instance keys and collide with the first one's."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -29,11 +29,6 @@ SIZE = 8
 CLASSES = 3
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
 def conv_net(outputs, act="relu", name=None, pool=True, input_channels=1):
     """conv - synchronized BN - activation (- pool - dense): the smallest net with every piece."""
     x = inputs = keras.Input((SIZE, SIZE, input_channels))

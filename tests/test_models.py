@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from great_tf.models import (classification_decoder, dense_decoder, resnet11, resnet18,
-                             resnet18_encoder, task_classifier)
+from great_tf.models import (ExactBatchNorm, classification_decoder, cnn5, dense_decoder, resnet11,
+                             resnet18, resnet18_encoder, task_classifier)
 
 
 def test_resnet18_shapes_and_width():
@@ -31,12 +31,12 @@ def test_task_classifier_reads_the_shared_feature_and_halves_widths():
     assert leaky and all(abs(l.negative_slope - 0.2) < 1e-9 for l in leaky)
 
 
-def test_every_batch_norm_is_synchronized():
+def test_every_batch_norm_is_exact_and_synchronized():
     models = [resnet18((8, 8, 3), 2, width=4), resnet11((8, 8, 3), 2, (4, 4, 4, 4)),
-              dense_decoder((1, 1, 8), 1, width=4)]
+              dense_decoder((1, 1, 8), 1, width=4), cnn5((8, 8, 3), 2)]
     for model in models:
         bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-        assert bns and all(l.synchronized for l in bns)
+        assert bns and all(isinstance(l, ExactBatchNorm) and l.synchronized for l in bns)
         assert all(abs(l.momentum - 0.9) < 1e-9 for l in bns)  # PyTorch's default, not Keras' 0.99
 
 
@@ -70,10 +70,10 @@ def finite_difference_error(model, x, y, eps=1e-6):
     return abs(analytic - numeric) / abs(numeric)
 
 
-def conv_bn_net(synchronized):
+def conv_bn_net(normalization):
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(3, 3, padding="same")(inputs)
-    x = keras.layers.BatchNormalization(synchronized=synchronized)(x)
+    x = normalization()(x)
     x = keras.layers.Activation("tanh")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(3)(x))
@@ -85,15 +85,16 @@ def batch():
     return tf.constant(rng.normal(size=(5, 6, 6, 2))), tf.constant([0, 1, 2, 1, 0])
 
 
-def test_synchronized_batch_norm_has_exact_second_order_gradients(float64, batch):
+@pytest.mark.parametrize("normalization", [ExactBatchNorm, lambda: keras.layers.BatchNormalization(synchronized=True)])
+def test_exact_and_synchronized_batch_norm_have_exact_second_order_gradients(normalization, float64, batch):
     keras.utils.set_random_seed(1)
-    assert finite_difference_error(conv_bn_net(synchronized=True), *batch) < 1e-7
+    assert finite_difference_error(conv_bn_net(normalization), *batch) < 1e-7
 
 
 def test_default_batch_norm_second_order_gradients_are_wrong(float64, batch):
     """Why the library never uses the default layer (DESIGN.md section 5)."""
     keras.utils.set_random_seed(1)
-    assert finite_difference_error(conv_bn_net(synchronized=False), *batch) > 1e-6
+    assert finite_difference_error(conv_bn_net(keras.layers.BatchNormalization), *batch) > 1e-6
 
 
 def test_library_resnet_is_exact_under_double_backprop(float64):

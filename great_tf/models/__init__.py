@@ -1,6 +1,7 @@
 """Networks used by the GREAT experiments; all normalization is exact under double backprop."""
 
 from great_tf.models.blocks import ACTIVATIONS, basic_block, batch_norm
+from great_tf.models.normalization import ExactBatchNorm
 from great_tf.models.decoders import classification_decoder, dense_decoder
 from great_tf.models.resnet import resnet11, resnet18, resnet18_encoder, task_classifier
 
@@ -10,6 +11,7 @@ __all__ = [
     "batch_norm",
     "classification_decoder",
     "dense_decoder",
+    "ExactBatchNorm",
     "resnet11",
     "resnet18",
     "resnet18_encoder",

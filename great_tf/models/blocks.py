@@ -1,11 +1,11 @@
 """Building blocks shared by every network in great_tf, with the one normalization choice.
 
-Every BatchNormalization in the library is `synchronized=True`. Keras 3's default layer computes the
-batch variance with a stop-gradient on the mean, which makes second-order gradients wrong
-(DESIGN.md section 5; `tests/test_models.py` measures it with float64 finite differences). The
-synchronized layer computes E[x^2] - E[x]^2 with no stop-gradient, so it is exact under double
-backprop, and under a `tf.distribute` strategy it also pools statistics across replicas, so a
-distributed step normalizes exactly like a single-device step.
+Every BatchNormalization in the library is `ExactBatchNorm` (great_tf.models.normalization). Keras
+3's default layer computes the batch variance with a stop-gradient on the mean, which makes
+second-order gradients wrong (DESIGN.md section 5; `tests/test_normalization.py` measures it with
+float64 finite differences). `ExactBatchNorm` has hand-written first and second derivatives, runs
+the fused kernel on one device, and under a `tf.distribute` strategy pools statistics across
+replicas, so a distributed step normalizes exactly like a single-device step.
 
 Its momentum is 0.9 (PyTorch's default, which the paper's code would have used), not Keras' 0.99:
 a 0.99 average lags ~100 steps behind weights that move fast in short runs, and inference-mode
@@ -15,6 +15,8 @@ steps). Training-mode outputs and every gradient are unaffected.
 
 import keras
 
+from great_tf.models.normalization import ExactBatchNorm
+
 ACTIVATIONS = ("relu", "leaky_relu")
 
 
@@ -22,7 +24,7 @@ BATCH_NORM_MOMENTUM = 0.9
 
 
 def batch_norm(name=None, momentum=BATCH_NORM_MOMENTUM):
-    return keras.layers.BatchNormalization(synchronized=True, momentum=momentum, name=name)
+    return ExactBatchNorm(momentum=momentum, name=name)
 
 
 def activation(kind, name=None):
