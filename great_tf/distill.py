@@ -139,8 +139,12 @@ class CrossEntropyStudent(keras.Model):
             loss = scale(loss, loss_scale(getattr(self, "optimizer", None)))
         return tape.gradient(loss, variables), logits, tracked
 
+    def unpack(self, data):
+        """(x, y), with x in the student's variable dtype: float64 NumPy batches mix with nothing."""
+        return tf.cast(data[0], self.student.trainable_variables[0].dtype), data[1]
+
     def train_step(self, data):
-        x, y = data[0], data[1]
+        x, y = self.unpack(data)
         grads, logits, tracked = self.student_gradients(x, y)
         self.optimizer.apply(grads, self.student.trainable_variables)
         self.update_metrics(y, logits, tracked)
@@ -155,7 +159,7 @@ class CrossEntropyStudent(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
-        x, y = data[0], data[1]
+        x, y = self.unpack(data)
         logits = self.student(x, training=False)
         ce = cross_entropy(y, logits)
         self.update_metrics(y, logits, {self.loss_tracker: ce, self.ce_tracker: ce})
@@ -312,7 +316,7 @@ class GreatDistiller(TeacherMixin, CrossEntropyStudent):
         return student_grads, logits, tracked
 
     def train_step(self, data):
-        x, y = data[0], data[1]
+        x, y = self.unpack(data)
         student_grads, disc_grads, logits, tracked = self.great_gradients(x, y)
         self.discriminator_optimizer.apply(disc_grads, self.discriminator.trainable_variables)
         self.optimizer.apply(student_grads, self.student.trainable_variables)
