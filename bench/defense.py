@@ -37,26 +37,32 @@ def step_timer(model, x, y, steps):
     return run
 
 
-def bench_modes(width, batch_size, steps, rounds):
-    """Median seconds per step of every mode, timed in interleaved rounds so load drift hits all."""
+def median_step_seconds(modes, width, batch_size, steps, rounds):
+    """Median seconds per step of each mode, timed in interleaved rounds so load drift hits all."""
     import keras
 
-    from great_tf.defense import MODES, build_defense
+    from great_tf.defense import build_defense
 
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, batch_size).astype(np.int32)
     timers = {}
-    for mode in MODES:
+    for mode in modes:
         keras.utils.set_random_seed(0)
         model = build_defense(mode, (32, 32, 3), 10, width, steps_per_epoch=1, epochs=2)
         model.optimizer.iterations.assign(1)  # epoch 1: alpha, beta > 0, the full step runs
         timers[mode] = step_timer(model, x, y, steps)
-    seconds = {mode: [] for mode in MODES}
+    seconds = {mode: [] for mode in modes}
     for _ in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             seconds[mode].append(timers[mode]())
-    rows = {mode: statistics.median(s) for mode, s in seconds.items()}
+    return {mode: statistics.median(s) for mode, s in seconds.items()}
+
+
+def bench_modes(width, batch_size, steps, rounds):
+    from great_tf.defense import MODES
+
+    rows = median_step_seconds(MODES, width, batch_size, steps, rounds)
     for mode, median in rows.items():
         print(f"width {width:3d} {mode:12s} {median:7.3f} s/step {batch_size / median:8.1f} images/s "
               f"{median / rows['baseline']:5.2f}x baseline", flush=True)
@@ -74,29 +80,14 @@ class Identity:
 
 def bench_floor(width, batch_size, steps, rounds):
     """GREAT+CE / baseline with no normalization layers at all (see the module docstring)."""
+    import importlib
     from unittest import mock
 
-    import keras
-
-    from great_tf.defense import build_defense
-    from great_tf.models import blocks, resnet
-
-    rng = np.random.default_rng(0)
-    x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 10, batch_size).astype(np.int32)
-    timers = {}
+    blocks = importlib.import_module("great_tf.models.blocks")
+    resnet = importlib.import_module("great_tf.models.resnet")  # the package's `resnet` is a function
     with mock.patch.object(blocks, "batch_norm", lambda **_: Identity()), \
             mock.patch.object(resnet, "batch_norm", lambda **_: Identity()):
-        for mode in ("baseline", "great+ce"):
-            keras.utils.set_random_seed(0)
-            model = build_defense(mode, (32, 32, 3), 10, width, steps_per_epoch=1, epochs=2)
-            model.optimizer.iterations.assign(1)
-            timers[mode] = step_timer(model, x, y, steps)
-    samples = {mode: [] for mode in timers}
-    for _ in range(rounds):  # interleaved, as in bench_modes
-        for mode, timer in timers.items():
-            samples[mode].append(timer())
-    seconds = {mode: statistics.median(s) for mode, s in samples.items()}
+        seconds = median_step_seconds(("baseline", "great+ce"), width, batch_size, steps, rounds)
     ratio = seconds["great+ce"] / seconds["baseline"]
     print(f"width {width:3d} without BatchNorm: baseline {seconds['baseline']:.3f} s, great+ce "
           f"{seconds['great+ce']:.3f} s, {ratio:.2f}x (the convolutions' floor)", flush=True)

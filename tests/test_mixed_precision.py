@@ -170,7 +170,7 @@ def test_an_overflowing_step_is_skipped_and_the_scale_halved():
 def test_an_overflow_on_one_replica_skips_the_step_on_all():
     """Keras' LossScaleOptimizer would look at the first replica's gradients only."""
     # Not collective ops: a second MirroredStrategy on the same devices in one process reuses
-    # their collective keys (tests/test_distributed.py has its own) and TF aborts the step.
+    # their collective keys (tests/conftest.py has the session's) and TF aborts the step.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
                                               cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
