@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 
 from great_tf.errors import GreatError
+from great_tf.saving import load_model
 from great_tf.schedules import poly_adam
 from great_tf.gradients import input_gradients
 from great_tf.distribute import global_batch_size
@@ -372,7 +373,7 @@ def load_teacher(path, num_classes=None, input_shape=None):
         raise GreatError(f"teacher {path} does not exist: train one with "
                          f"`python -m trainers.distill --train-teacher resnet18` or fix the path")
     try:
-        teacher = keras.models.load_model(path, compile=False)
+        teacher = load_model(path)
     except Exception as err:  # noqa: BLE001 - any load failure is the user's file
         raise GreatError(f"cannot load the teacher {path}: {type(err).__name__}: {err}") from None
     if num_classes is not None and teacher.output_shape[-1] != num_classes:

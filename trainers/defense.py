@@ -110,12 +110,12 @@ def load_data(args):
 
 def load_surrogate(args):
     """The undefended model the transfer attack is crafted on, or None."""
-    import keras
+    from great_tf.saving import load_model
 
     path = args.surrogate or os.path.join(args.logdir, "baseline", "model.keras")
     if not os.path.exists(path):
         return None
-    return keras.saving.load_model(path, compile=False)
+    return load_model(path)
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -282,9 +282,8 @@ def write_reports(rows, args, stem_dir=None):
 
 def evaluate_saved(args):
     """--evaluate PATH: the row of a saved model, written next to it, without retraining."""
-    import keras
-
     from great_tf.errors import GreatError
+    from great_tf.saving import load_model
 
     path = args.evaluate
     model_path = os.path.join(path, "model.keras") if os.path.isdir(path) else path
@@ -303,7 +302,7 @@ def evaluate_saved(args):
             args.pixel_scale = config.get("pixel_scale", 1.0)
     check_args(args)
     args.logdir = os.path.dirname(run_dir)
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_model(model_path)
     train, test = load_data(args)
     row, curves, saliency = evaluate_model(model, train, test, args, load_surrogate(args))
     result = {"method": method, **row, "train s": None, "curves": curves, "saliency": saliency}
