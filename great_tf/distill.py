@@ -142,7 +142,7 @@ class CrossEntropyStudent(keras.Model):
 
     def unpack(self, data):
         """(x, y), with x in the student's variable dtype: float64 NumPy batches mix with nothing."""
-        return tf.cast(data[0], self.student.trainable_variables[0].dtype), data[1]
+        return tf.cast(data[0], self.student.dtype), data[1]
 
     def train_step(self, data):
         x, y = self.unpack(data)

@@ -236,3 +236,18 @@ def test_load_teacher_errors(tmp_path):
         distill.load_teacher(path, num_classes=10)
     teacher = distill.load_teacher(path, num_classes=3)
     assert not teacher.trainable_variables
+
+
+def test_a_frozen_network_evaluates_on_float64_batches():
+    """The trainer's teacher accuracy: a frozen teacher (no trainable variables) wrapped in a
+    CrossEntropyStudent, fed NumPy float64 images."""
+    keras.utils.set_random_seed(0)
+    teacher = cnn5((8, 8, 3), 3, width=4, hidden=8)
+    teacher.trainable = False
+    model = distill.CrossEntropyStudent(teacher)
+    model.compile()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((6, 8, 8, 3)), rng.integers(0, 3, 6)
+    logs = model.evaluate(x, y, batch_size=3, return_dict=True, verbose=0)
+    expected = np.mean(np.argmax(teacher(x.astype("float32")).numpy(), -1) == y)
+    assert logs["accuracy"] == pytest.approx(expected)
