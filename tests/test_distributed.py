@@ -216,6 +216,33 @@ def test_two_workers_train_mtl_and_the_chief_matches_a_single_process(tmp_path, 
     assert len(list((tmp_path / "multi" / "great" / "train").glob("events.out*"))) == 1
 
 
+def test_two_workers_stopped_and_resumed_match_an_uninterrupted_single_process(tmp_path, cache_dir):
+    """--stop-after 1 of 2 epochs on 2 workers, then --resume on 2 workers: the chief's epoch
+    losses are a single process's uninterrupted ones (the non-chief resumes from a copy of the
+    chief's checkpoint)."""
+    import sys
+
+    from great_tf.summaries import read_events
+    from trainers import mtl as trainer
+
+    two_epochs = [a if a != "1" or MTL_TINY[i - 1] != "--epochs" else "2" for i, a in enumerate(MTL_TINY)]
+    trainer.main(["--logdir", str(tmp_path / "single"), *two_epochs])
+    launch = ["--workers", "2", "--timeout", "240", "--", sys.executable, "-m", "trainers.mtl",
+              "--logdir", str(tmp_path / "multi"), *two_epochs]
+    code, out, err = run_launcher([*launch, "--stop-after", "1"], timeout=300)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "stopped after epoch 1 of 2 (--stop-after)" in out + err
+    assert not (tmp_path / "multi" / "great" / "result.json").exists()
+    code, out, err = run_launcher([*launch, "--resume"], timeout=300)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "[worker 0] resuming" in out and "[worker 1] resuming" in out
+    assert (tmp_path / "multi" / "great" / "result.json").exists()
+    single = read_events(str(tmp_path / "single" / "great"))["train/epoch_loss"]
+    multi = read_events(str(tmp_path / "multi" / "great"))["train/epoch_loss"]
+    assert [step for step, _ in multi] == [step for step, _ in single] == [0, 1]
+    np.testing.assert_allclose([float(v) for _, v in multi], [float(v) for _, v in single], rtol=1e-3)
+
+
 def test_a_killed_worker_stops_the_launch_with_a_clear_message():
     import sys
 

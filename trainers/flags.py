@@ -50,6 +50,9 @@ def base_parser(prog, description, datasets, methods, default_dataset):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --logdir from its last checkpoint")
+    parser.add_argument("--stop-after", type=positive_int, metavar="N",
+                        help="train at most N epochs now, then stop; the schedule still spans "
+                        "--epochs and --resume continues (for time-limited jobs)")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                         help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
@@ -179,6 +182,10 @@ def save_result(run_dir, result):
         json.dump(result, f, indent=2)
 
 
+class RunStopped(Exception):
+    """--stop-after ended the run early, as asked: not an error."""
+
+
 def run_cli(main, argv=None):
     """Runs `main(argv)`; a GreatError or an interrupt ends in one line and a non-zero exit."""
     import absl.logging
@@ -189,6 +196,9 @@ def run_cli(main, argv=None):
     except GreatError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunStopped as stop:
+        print(stop, file=sys.stderr)
+        return None
     except KeyboardInterrupt:
         print("interrupted: run again with --resume to continue from the last finished epoch",
               file=sys.stderr)
@@ -205,10 +215,10 @@ def epoch_steps(n, args):
 
 def fit_resumable(model, run_dir, args, make_train_dataset, validation_data, epochs, steps,
                   callbacks=()):
-    """`model.fit` with a checkpoint per epoch, TensorBoard logs, and --resume.
+    """`model.fit` with a checkpoint per epoch, TensorBoard logs, --resume and --stop-after.
 
     `make_train_dataset(initial_epoch)` builds the training pipeline from that epoch on. Returns
-    (seconds spent, epochs trained now).
+    (seconds spent, epochs trained now); raises RunStopped when --stop-after ends it early.
     """
     import keras
 
@@ -218,11 +228,15 @@ def fit_resumable(model, run_dir, args, make_train_dataset, validation_data, epo
     initial_epoch = restore_latest(model, checkpoints) if args.resume else 0
     if initial_epoch:
         print(f"resuming {run_dir} after epoch {initial_epoch}", flush=True)
+    stop = min(epochs, initial_epoch + args.stop_after) if getattr(args, "stop_after", None) else epochs
     start = time.time()
-    if initial_epoch < epochs:
-        model.fit(make_train_dataset(initial_epoch), epochs=epochs, initial_epoch=initial_epoch,
+    if initial_epoch < stop:
+        model.fit(make_train_dataset(initial_epoch), epochs=stop, initial_epoch=initial_epoch,
                   steps_per_epoch=steps, validation_data=validation_data, verbose=args.verbose,
                   shuffle=False,  # the pipeline already shuffles, by (seed, epoch)
                   callbacks=[keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0),
                              EpochCheckpoint(checkpoints), *callbacks])
+    if stop < epochs:
+        raise RunStopped(f"stopped after epoch {stop} of {epochs} (--stop-after) in {run_dir}: run "
+                         f"again with --resume to continue")
     return time.time() - start, epochs - initial_epoch
