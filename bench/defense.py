@@ -8,8 +8,9 @@ ResNet-18 (same random data), timed in interleaved rounds (medians), and the GRE
 over the baseline step time (target: at most 3x). `--floor` adds the same two steps with every
 BatchNorm replaced by the identity: a GREAT step runs three times the baseline's convolutions
 (forward, input-gradient and filter-gradient kernels each three times per layer), so that ratio is
-what the convolutions alone cost, below which normalization cannot bring the step. Then the attack throughput of compiled iFGSM (great_tf.attacks, one tf.function with
-a while loop) against a plain eager Python loop over the same k signed-gradient steps.
+what the convolutions alone cost, below which normalization cannot bring the step. Then the attack
+throughput of compiled iFGSM (great_tf.attacks, one tf.function with a while loop) against a plain
+eager Python loop over the same k signed-gradient steps.
 """
 
 import argparse

@@ -190,7 +190,7 @@ def run_launcher(args, timeout):
 
 
 MTL_TINY = ["--method", "great", "--width", "2", "--batch-size", "8", "--train-limit", "16",
-            "--eval-limit", "8", "--epochs", "1", "--steps-per-epoch", "2", "--verbose", "0"]
+            "--eval-limit", "8", "--steps-per-epoch", "2", "--verbose", "0"]
 
 
 def test_two_workers_train_mtl_and_the_chief_matches_a_single_process(tmp_path, cache_dir):
@@ -199,10 +199,11 @@ def test_two_workers_train_mtl_and_the_chief_matches_a_single_process(tmp_path, 
     from great_tf.summaries import read_events
     from trainers import mtl as trainer
 
-    trainer.main(["--logdir", str(tmp_path / "single"), *MTL_TINY])  # warms the data cache too
+    one_epoch = [*MTL_TINY, "--epochs", "1"]
+    trainer.main(["--logdir", str(tmp_path / "single"), *one_epoch])  # warms the data cache too
     code, out, err = run_launcher(
         ["--workers", "2", "--timeout", "240", "--", sys.executable, "-m", "trainers.mtl",
-         "--logdir", str(tmp_path / "multi"), *MTL_TINY], timeout=300)
+         "--logdir", str(tmp_path / "multi"), *one_epoch], timeout=300)
     assert code == 0, out[-3000:] + err[-3000:]
     assert "[worker 0]" in out and "[worker 1]" in out
     single = read_events(str(tmp_path / "single" / "great"))["train/epoch_loss"]
@@ -225,7 +226,7 @@ def test_two_workers_stopped_and_resumed_match_an_uninterrupted_single_process(t
     from great_tf.summaries import read_events
     from trainers import mtl as trainer
 
-    two_epochs = [a if a != "1" or MTL_TINY[i - 1] != "--epochs" else "2" for i, a in enumerate(MTL_TINY)]
+    two_epochs = [*MTL_TINY, "--epochs", "2"]
     trainer.main(["--logdir", str(tmp_path / "single"), *two_epochs])
     launch = ["--workers", "2", "--timeout", "240", "--", sys.executable, "-m", "trainers.mtl",
               "--logdir", str(tmp_path / "multi"), *two_epochs]

@@ -187,7 +187,8 @@ class RunStopped(Exception):
 
 
 def run_cli(main, argv=None):
-    """Runs `main(argv)`; a GreatError or an interrupt ends in one line and a non-zero exit."""
+    """Runs `main(argv)`; a GreatError or an interrupt ends in one line and a non-zero exit, a
+    --stop-after stop in one line and exit 0."""
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS' folder warnings are not news here
