@@ -38,7 +38,7 @@ def make_models(args):
     import keras
 
     from great_tf import distill
-    from trainers.distill import PAPER_WIDTH, build_discriminator, build_network
+    from great_tf.distill.experiment import PAPER_WIDTH, build_discriminator, build_network
 
     shape, classes = (32, 32, 3), 10
     width = args.student_width or PAPER_WIDTH[args.student]

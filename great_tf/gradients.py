@@ -2,7 +2,7 @@
 
 Every gradient here comes from a loss *summed* over the batch, so row b is example b's own
 gradient: it does not shrink with the batch size and does not change when a batch is split across
-replicas (DESIGN.md section 2, step 2). Call these inside an outer `tf.GradientTape` to
+replicas (docs/design.md#defense). Call these inside an outer `tf.GradientTape` to
 differentiate the gradients again with respect to the model's weights.
 
 The inner tapes watch only `x` (`watch_accessed_variables=False`): an outer tape still records

@@ -70,7 +70,7 @@ class GradientReversal(keras.layers.Layer):
     """Identity forward; multiplies the gradient by `-scale` backward (Ganin & Lempitsky 2015).
 
     The reversal is itself differentiable, so second-order gradients through it are exact
-    (DESIGN.md section 5).
+    (docs/design.md#core).
     """
 
     def __init__(self, scale=1.0, **kwargs):

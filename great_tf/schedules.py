@@ -1,25 +1,42 @@
-"""The paper's learning-rate policy: a multiplier (1 - e/e_max)^0.9 applied per epoch."""
+"""The paper's learning-rate policy: a multiplier (1 - e/e_max)^0.9 applied per epoch.
+
+The same multiplier drives the learning rate (`PolyDecay`) and the auxiliary weights alpha and
+beta (`PolyRamp`). A schedule is evaluated in the dtype it is read in (`scheduled_value(value,
+step, dtype)`), so a float64 model gets alpha = 0.7 * (1 - m) computed in float64 rather than a
+float32 value widened afterwards (0.699999988...). See docs/design.md#core.
+"""
+
+import inspect
 
 import keras
 import tensorflow as tf
 
 
-def poly_multiplier(epoch, epochs, power=0.9):
-    """(1 - epoch/epochs)^power: 1 at the first epoch, decreasing to (1/epochs)^power at the last."""
-    epoch = tf.cast(epoch, tf.float32)
-    return tf.pow(tf.maximum(1.0 - epoch / float(epochs), 0.0), power)
+def computation_dtype(dtype):
+    """The dtype a schedule computes in to be returned in `dtype`: float64 stays float64, every
+    narrower float (float16, bfloat16, float32) computes in float32 and is cast down at the end,
+    because (1 - e/e_max)^0.9 in float16 would lose most of its digits."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float64 if dtype == tf.float64 else tf.float32
 
 
-@keras.saving.register_keras_serializable(package="great_tf")
-class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """`initial_learning_rate * poly_multiplier(epoch)`, with the epoch read off the step count.
+def poly_multiplier(epoch, epochs, power=0.9, dtype=tf.float32):
+    """(1 - epoch/epochs)^power in `dtype`: 1 at the first epoch, (1/epochs)^power at the last."""
+    epoch = tf.cast(epoch, dtype)
+    one = tf.constant(1.0, dtype)
+    return tf.pow(tf.maximum(one - epoch / tf.constant(float(epochs), dtype), 0.0), tf.constant(power, dtype))
 
-    As an optimizer schedule it is checkpointed with the optimizer's step counter, so a resumed
-    run continues on the same learning rate without a callback.
+
+class EpochPolySchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Base of the per-epoch poly schedules: reads the epoch off an optimizer step counter.
+
+    Being a function of the step, a schedule is checkpointed with the optimizer's step counter, so
+    a resumed run continues on the same value without a callback. Subclasses define `value(epoch,
+    dtype)`; every constructor argument is kept as an attribute of the same name, which is what
+    the shared `get_config` returns.
     """
 
-    def __init__(self, initial_learning_rate, steps_per_epoch, epochs, power=0.9):
-        self.initial_learning_rate = float(initial_learning_rate)
+    def __init__(self, steps_per_epoch, epochs, power=0.9):
         self.steps_per_epoch = int(steps_per_epoch)
         self.epochs = int(epochs)
         self.power = float(power)
@@ -27,16 +44,33 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
     def epoch(self, step):
         return tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
 
-    def __call__(self, step):
-        return self.initial_learning_rate * poly_multiplier(self.epoch(step), self.epochs, self.power)
+    def multiplier(self, step, dtype=tf.float32):
+        return poly_multiplier(self.epoch(step), self.epochs, self.power, dtype)
+
+    def __call__(self, step, dtype=tf.float32):
+        """The value at optimizer step `step`, computed and returned in `dtype` (float32 by
+        default, which is what a Keras optimizer calling its learning-rate schedule gets)."""
+        dtype = tf.as_dtype(dtype)
+        return tf.cast(self.value(step, computation_dtype(dtype)), dtype)
+
+    def value(self, step, dtype):
+        raise NotImplementedError
 
     def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "steps_per_epoch": self.steps_per_epoch,
-            "epochs": self.epochs,
-            "power": self.power,
-        }
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
+
+
+@keras.saving.register_keras_serializable(package="great_tf")
+class PolyDecay(EpochPolySchedule):
+    """`initial_learning_rate * poly_multiplier(epoch)`: the paper's learning rate."""
+
+    def __init__(self, initial_learning_rate, steps_per_epoch, epochs, power=0.9):
+        super().__init__(steps_per_epoch, epochs, power)
+        self.initial_learning_rate = float(initial_learning_rate)
+
+    def value(self, step, dtype):
+        return tf.constant(self.initial_learning_rate, dtype) * self.multiplier(step, dtype)
 
 
 def poly_adam(learning_rate, steps_per_epoch, epochs, power=0.9):
@@ -45,36 +79,32 @@ def poly_adam(learning_rate, steps_per_epoch, epochs, power=0.9):
 
 
 @keras.saving.register_keras_serializable(package="great_tf")
-class PolyRamp(keras.optimizers.schedules.LearningRateSchedule):
+class PolyRamp(EpochPolySchedule):
     """`max_value * (1 - poly_multiplier(epoch))`: the paper's alpha and beta policy (supplement).
 
     Zero during the first epoch and growing towards `max_value` as the learning-rate multiplier
-    decays, so the auxiliary terms do not impede the main task early on. Like `PolyDecay` it reads
-    the epoch off an optimizer step counter, so a resumed run continues on the same value; any
-    callable of the step (or a float) may replace it.
+    decays, so the auxiliary terms do not impede the main task early on. Any callable of the step
+    (or a float) may replace it.
     """
 
     def __init__(self, max_value, steps_per_epoch, epochs, power=0.9):
+        super().__init__(steps_per_epoch, epochs, power)
         self.max_value = float(max_value)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.epochs = int(epochs)
-        self.power = float(power)
 
-    def __call__(self, step):
-        epoch = tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
-        return self.max_value * (1.0 - poly_multiplier(epoch, self.epochs, self.power))
-
-    def get_config(self):
-        return {
-            "max_value": self.max_value,
-            "steps_per_epoch": self.steps_per_epoch,
-            "epochs": self.epochs,
-            "power": self.power,
-        }
+    def value(self, step, dtype):
+        return tf.constant(self.max_value, dtype) * (1.0 - self.multiplier(step, dtype))
 
 
-def scheduled_value(value, step):
-    """A float, or a schedule called with the optimizer's step, as a float32 tensor."""
+def scheduled_value(value, step, dtype=tf.float32):
+    """A float, or a schedule called with the optimizer's step, as a tensor of `dtype`.
+
+    A float becomes a constant of `dtype` directly; our schedules (`EpochPolySchedule`) compute in
+    `dtype` (float32 for the narrower floats). Any other callable of the step is cast to `dtype`,
+    so it carries only the precision it computed in.
+    """
+    dtype = tf.as_dtype(dtype)
+    if isinstance(value, EpochPolySchedule):
+        return value(step, dtype)
     if callable(value):
-        return tf.cast(value(step), tf.float32)
-    return tf.constant(float(value), tf.float32)
+        return tf.cast(value(step), dtype)
+    return tf.constant(float(value), dtype)

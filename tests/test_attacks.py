@@ -110,3 +110,175 @@ def test_bad_arguments_are_one_line_errors(model, data):
         attacks.iterative_fgsm(model, x, 0.1, nb_iter=0, y=y)
     with pytest.raises(GreatError, match="clip_min"):
         attacks.fgsm(model, x, 0.1, y=y, clip_min=1.0, clip_max=0.0)
+
+
+# -- the loss convention, cleverhans' loss_fn(labels, logits) ---------------------------------------
+def test_a_cleverhans_style_loss_is_not_swapped(model, data):
+    # cleverhans passes loss_fn(labels=y, logits=...): TF's own cross-entropy is such a loss.
+    x, y = data
+    ours = attacks.fgsm(model, x, 0.1, y=y).numpy()
+    theirs = attacks.fgsm(model, x, 0.1, y=y, loss_fn=tf.nn.sparse_softmax_cross_entropy_with_logits).numpy()
+    np.testing.assert_array_equal(theirs, ours)
+
+
+def test_a_custom_loss_gets_labels_first_then_logits():
+    # loss = -z_y (labels index the logits): its input gradient is -W[:, y], whose sign we know.
+    w = np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32)
+
+    def linear(x):
+        return tf.matmul(tf.reshape(x, [-1, 6]), w)
+
+    def minus_true_logit(labels, logits):
+        return -tf.gather(logits, labels, batch_dims=1)
+
+    x = np.full((4, 6), 0.5, np.float32)
+    y = np.array([0, 1, 2, 3])
+    x_adv = attacks.fgsm(linear, x, 0.1, y=y, loss_fn=minus_true_logit).numpy()
+    np.testing.assert_allclose(x_adv, x + 0.1 * np.sign(-w[:, y].T), atol=1e-7)
+
+
+# -- losses -------------------------------------------------------------------------------------
+def test_margin_and_dlr_losses_match_their_formulas():
+    logits = np.array([[3.0, 1.0, 2.0, -1.0], [0.5, 4.0, 1.5, 1.0]], np.float32)
+    y = np.array([0, 2])
+    margin = np.array([2.0 - 3.0, 4.0 - 1.5])  # best other minus true
+    np.testing.assert_allclose(attacks.margin_loss(y, logits).numpy(), margin, rtol=1e-6)
+    spread = np.array([3.0 - 1.0, 4.0 - 1.0])  # z_pi1 - z_pi3
+    np.testing.assert_allclose(attacks.dlr_loss(y, logits).numpy(), margin / spread, rtol=1e-6)
+    # DLR does not change when the logits are scaled and shifted; the margin scales.
+    np.testing.assert_allclose(attacks.dlr_loss(y, 50 * logits + 3).numpy(), margin / spread, rtol=1e-5)
+    targets = np.array([3, 1])
+    # -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
+    expected = np.array([-(3.0 + 1.0) / (3.0 - 0.0), -(1.5 - 4.0) / (4.0 - 0.75)])
+    np.testing.assert_allclose(attacks.targeted_dlr_loss(y, targets, logits).numpy(), expected, rtol=1e-6)
+
+
+def saturated_model():
+    # A linear model whose logits are multiplied by 1e4: its softmax is one-hot in float32, so the
+    # cross-entropy's input gradient is exactly zero, while the margin's is not.
+    w = tf.constant(np.random.default_rng(4).normal(size=(12, 3)), tf.float32)
+    return lambda x: 1e4 * tf.matmul(tf.reshape(x, [-1, 12]), w)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "iterative_fgsm", "pgd", "apgd"])
+def test_margin_and_dlr_losses_attack_where_cross_entropy_saturates(attack):
+    model = saturated_model()
+    x = np.random.default_rng(5).random((16, 2, 2, 3)).astype(np.float32)
+    y = attacks.predict_labels(model, x)
+    fn = getattr(attacks, attack)
+    with_ce = fn(model, x, 0.3, y=y).numpy()
+    if attack in ("fgsm", "iterative_fgsm"):
+        np.testing.assert_array_equal(with_ce, x)  # CE: no gradient, no step
+    for loss in ("margin", "dlr"):
+        x_adv = fn(model, x, 0.3, y=y, loss=loss).numpy()
+        assert attacks.accuracy(model, x_adv, y) < attacks.accuracy(model, with_ce, y), loss
+
+
+def test_unknown_loss_is_a_one_line_error(model, data):
+    x, y = data
+    with pytest.raises(GreatError, match="unknown loss 'hinge'"):
+        attacks.fgsm(model, x, 0.1, y=y, loss="hinge")
+
+
+# -- inputs: one rule for NumPy and tensors of any dtype --------------------------------------------
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("attack", ["fgsm", "iterative_fgsm", "pgd", "spsa", "apgd", "square"])
+def test_inputs_outside_the_pixel_range_are_an_error(model, attack, as_tensor):
+    x = np.random.default_rng(6).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    x = tf.constant(x) if as_tensor else x
+    with pytest.raises(GreatError, match=r"outside the pixel range \[clip_min, clip_max\] = \[0, 1\]"):
+        getattr(attacks, attack)(model, x, 0.1, y=np.array([0, 1]))
+
+
+def test_numpy_and_tensors_of_any_dtype_give_the_same_attack():
+    w = tf.constant(np.random.default_rng(7).normal(size=(12, 3)), tf.float32)
+
+    def linear(x):
+        return tf.matmul(tf.reshape(x, [-1, 12]) / 255.0, w)
+
+    pixels = np.random.default_rng(8).integers(0, 256, (5, 2, 2, 3))
+    y = np.array([0, 1, 2, 0, 1])
+    results = [attacks.iterative_fgsm(linear, x, 8.0, y=y, nb_iter=3, clip_max=255.0).numpy()
+               for x in (pixels.astype(np.uint8), tf.constant(pixels, tf.uint8),
+                         pixels.astype(np.float64), tf.constant(pixels, tf.float64),
+                         tf.constant(pixels, tf.int32))]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    assert np.abs(results[0] - pixels).max() == pytest.approx(8.0)
+
+
+# -- defects found side by side with cleverhans and ART ---------------------------------------------
+def dense_model(features, classes=3, seed=9):
+    w = tf.constant(np.random.default_rng(seed).normal(size=(features, classes)), tf.float32)
+    return lambda x: tf.matmul(tf.reshape(x, [-1, features]), w)
+
+
+def test_pgd_restarts_keep_the_shape_of_inputs_that_are_not_images():
+    model = dense_model(20)
+    x = np.random.default_rng(10).random((8, 20)).astype(np.float32)
+    x_adv = attacks.pgd(model, x, 0.05, nb_iter=3, restarts=3).numpy()
+    assert x_adv.shape == (8, 20)
+    assert np.abs(x_adv - x).max() <= 0.05 + 1e-6
+
+
+def test_pgd_prefers_a_restart_that_fools_the_model_over_a_higher_loss():
+    # A model without a gradient whose output depends only on where the random start lands: above
+    # 0.5 it is fooled with a LOW cross-entropy, below it is right with a HIGH one.
+    def model(x):
+        above = tf.reshape(x, [-1, 1]) > 0.5
+        fooled = tf.constant([[0.0, 0.01, -10.0]])  # class 1 predicted, CE(0) = 0.70
+        right = tf.constant([[1.0, 0.99, 0.99]])  # class 0 predicted, CE(0) = 1.09
+        return tf.where(above, fooled, right)
+
+    x = np.full((20, 1, 1, 1), 0.5, np.float32)
+    y = np.zeros(20, np.int64)
+    x_adv = attacks.pgd(model, x, 0.5, nb_iter=1, y=y, restarts=6).numpy()
+    starts_above = np.zeros(20, bool)  # did any restart of example k land above 0.5?
+    for r in range(6):
+        start = attacks.utils.random_start(tf.constant(x), 0.5, 0, r, tf.range(20, dtype=tf.int64)).numpy()
+        starts_above |= start.reshape(-1) > 0.5
+    assert 0 < starts_above.sum() < 20 or starts_above.all()
+    np.testing.assert_array_equal(x_adv.reshape(-1) > 0.5, starts_above)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8, 3), (5, 12)])
+def test_spsa_runs_on_a_batch_of_one_and_on_inputs_that_are_not_images(shape):
+    features = int(np.prod(shape[1:]))
+    model = dense_model(features)
+    x = np.random.default_rng(11).random(shape).astype(np.float32)
+    x_adv = attacks.spsa(model, x, 0.05, nb_iter=2, num_samples=4).numpy()
+    assert x_adv.shape == shape
+    assert 0.04 < np.abs(x_adv - x).max() <= 0.05 + 1e-6
+
+
+@pytest.mark.parametrize("arguments, message", [({"delta": 0.0}, "delta must be positive"),
+                                                ({"num_samples": 0}, "num_samples must be"),
+                                                ({"nb_iter": 0}, "nb_iter must be")])
+def test_spsa_degenerate_settings_are_errors_not_nan(arguments, message):
+    x = np.random.default_rng(12).random((2, 12)).astype(np.float32)
+    with pytest.raises(GreatError, match=message):
+        attacks.spsa(dense_model(12), x, 0.05, **arguments)
+
+
+def test_batched_refuses_labels_that_do_not_match_the_inputs(model, data):
+    x, y = data
+    with pytest.raises(GreatError, match="7 labels for 6 examples"):
+        attacks.batched(attacks.fgsm, model, x, np.append(y, 0), eps=0.1)
+
+
+@pytest.mark.parametrize("attack, kwargs", [
+    ("pgd", {"nb_iter": 2, "restarts": 2, "eps_iter": 0.01}),  # small steps: the start shows
+    ("iterative_fgsm", {"nb_iter": 2, "rand_init": True, "eps_iter": 0.01}),
+    ("spsa", {"nb_iter": 2, "num_samples": 4, "eps_iter": 0.01}),
+])
+def test_random_attacks_do_not_depend_on_the_batch_size(attack, kwargs):
+    model = dense_model(12)
+    x = np.random.default_rng(13).random((6, 2, 2, 3)).astype(np.float32)
+    x[3] = x[0]  # the same image at the same place of two equal-sized batches
+    y = attacks.predict_labels(model, x)
+    fn = getattr(attacks, attack)
+    whole = fn(model, x, 0.05, y=y, **kwargs).numpy()
+    pieces = attacks.batched(fn, model, x, y, batch_size=3, eps=0.05, **kwargs)
+    np.testing.assert_allclose(pieces, whole, atol=1e-6)
+    if attack != "spsa":  # (SPSA has no random start; its directions differ, its signs may not)
+        assert np.abs(pieces[0] - pieces[3]).max() > 1e-3  # different noise for different examples

@@ -32,12 +32,15 @@ def input_grad(model, x, y, training):
 
 
 def great_objective(student, teacher, disc, x, y, alpha):
-    """(1 - alpha) * CE - alpha * BCE(f(g_s), 0), summed and divided by the batch."""
+    """(1 - alpha) * CE - alpha * [BCE(f(g_t), 1) + BCE(f(g_s), 0)], summed and divided by the
+    batch: the student ascends the discriminator's whole loss on the joint batch (its BatchNorm
+    makes the teacher term depend on g_s through the batch statistics)."""
     g_t, _ = input_grad(teacher, x, y, False)
     g_s, ce = input_grad(student, x, y, True)
-    d_student = disc(tf.concat([g_t, g_s], 0), training=True)[x.shape[0]:]
-    bce_student = tf.reduce_sum(tf.math.softplus(d_student))  # -log(1 - sigmoid(d))
-    return ((1 - alpha) * ce - alpha * bce_student) / x.shape[0]
+    d = disc(tf.concat([g_t, g_s], 0), training=True)
+    bce_teacher = tf.reduce_sum(tf.math.softplus(-d[: x.shape[0]]))  # -log(sigmoid(d))
+    bce_student = tf.reduce_sum(tf.math.softplus(d[x.shape[0]:]))  # -log(1 - sigmoid(d))
+    return ((1 - alpha) * ce - alpha * (bce_teacher + bce_student)) / x.shape[0]
 
 
 def sobolev_objective(student, teacher, x, y, alpha):

@@ -48,7 +48,7 @@ def build_mtl():
     model = GreatMTL(dense(4, (3,), "tanh"), decoders, TASKS, classifier=dense(2, (4,), seed=5))
     model.compile(sgd(), weight_optimizer=sgd(), classifier_optimizer=sgd())
     groups = {"network": model.network_variables, "classifier": model.classifier.trainable_variables,
-              "gals": model.method_variables()}
+              "gals": model.gammas}
     rng = np.random.default_rng(1)
     data = (rng.normal(size=(8, 3)).astype("float32"),
             {"c": rng.integers(0, 3, 8).astype("int32"), "r": rng.normal(size=(8, 1)).astype("float32")})
@@ -142,7 +142,7 @@ def test_mixed_step_agrees_with_the_float32_step(name):
         assert cosine > 0.99 and 0.9 < ratio < 1.1, (group, cosine, ratio)
 
 
-@pytest.mark.parametrize("name, module", [("mtl", "great_tf.mtl"), ("defense", "great_tf.gradients")])
+@pytest.mark.parametrize("name, module", [("mtl", "great_tf.mtl.methods.great"), ("defense", "great_tf.gradients")])
 def test_the_check_catches_a_loss_scale_left_in_an_auxiliary_input(name, module, monkeypatch):
     """Task gradients (MTL) or input gradients (defense) fed to the auxiliary network still
     multiplied by the loss scale: the auxiliary network's update is far off."""

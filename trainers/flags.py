@@ -20,6 +20,17 @@ def positive_int(text):
     return value
 
 
+def fraction_type(text):
+    """A share of a data set, in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad flags end in one line that names the problem, not a usage wall."""
 

@@ -126,15 +126,17 @@ def launch(workers, command, timeout=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m trainers.launch",
-                                     usage="python -m trainers.launch --workers N [--timeout S] -- COMMAND ...",
-                                     description=__doc__.split("\n")[0])
+                                     usage="python -m trainers.launch [--workers N] [--timeout S] -- COMMAND ...",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--timeout", type=float, help="stop every worker after this many seconds")
-    if "--" not in argv:
+    # The launcher's own flags come before `--`, the worker command after it; without `--`, the
+    # flags are still parsed first so that --help prints the usage (and exits 0).
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    if split == len(argv):
         parser.exit(2, "launch: error: give the worker command after `--`, e.g. "
                        "`python -m trainers.launch --workers 2 -- python -m trainers.mtl`\n")
-    split = argv.index("--")
-    args = parser.parse_args(argv[:split])
     command = argv[split + 1:]
     if not command:
         parser.exit(2, "launch: error: the worker command after `--` is empty\n")

@@ -46,7 +46,7 @@ def float_list(text):
 
 
 def parse_args(argv=None):
-    from trainers.distill import DATASETS, STUDENTS, fraction_type
+    from great_tf.distill.experiment import STUDENTS
 
     parser = argparse.ArgumentParser(prog="python -m tuning.distill", description=__doc__.split("\n")[0])
     parser.add_argument("--search", default="all", choices=(*SEARCHES, "all"))
@@ -58,10 +58,10 @@ def parse_args(argv=None):
     parser.add_argument("--student-width", type=flags.positive_int)
     parser.add_argument("--width", type=flags.positive_int,
                         help="ResNet-18 student width if --student-width is unset (preset)")
-    parser.add_argument("--dataset", default="cifar10", choices=DATASETS)
-    parser.add_argument("--fraction", type=fraction_type, default=1.0,
+    parser.add_argument("--dataset", default="cifar10", help="any prepared TFDS image-classification set")
+    parser.add_argument("--fraction", type=flags.fraction_type, default=1.0,
                         help="share of the (non-validation) training set: 1.0 dense, 0.05 sparse")
-    parser.add_argument("--val-fraction", type=fraction_type, default=0.1,
+    parser.add_argument("--val-fraction", type=flags.fraction_type, default=0.1,
                         help="stratified share of the training set held out for the objective")
     parser.add_argument("--alphas", type=float_list, help="override the alpha grid")
     parser.add_argument("--temperatures", type=float_list, help="override the temperature grid")
@@ -98,7 +98,7 @@ def make_hypermodel(method, args, data, train, val, teacher):
 
     from great_tf import distill
     from great_tf.data import eval_dataset, train_dataset
-    from trainers.distill import build_discriminator, build_network, student_width
+    from great_tf.distill.experiment import build_discriminator, build_network, student_width
 
     grid = search_space(method, args)
     steps = flags.epoch_steps(len(train[1]), args)
@@ -107,7 +107,7 @@ def make_hypermodel(method, args, data, train, val, teacher):
         def build(self, hp):
             params = {name: hp.Choice(name, values) for name, values in grid.items()}
             keras.utils.set_random_seed(args.seed)
-            width = student_width(args)
+            width = student_width(args.student, args.student_width, args.width)
             student = build_network(args.student, data.input_shape, data.num_classes, width)
             disc = build_discriminator(args.student, data.input_shape, width) if method == "great" else None
             model = distill.build_distiller(method, student, teacher, disc, **params)
@@ -203,9 +203,9 @@ def run_search(method, args, data, train, val, teacher):
 def load(args):
     from great_tf import distill
     from great_tf.data import stratified_split
-    from trainers.distill import load_data
+    from great_tf.distill.experiment import load_distill_data
 
-    data = load_data(args)
+    data = load_distill_data(args.dataset, args.data_dir, args.train_limit)
     teacher = distill.load_teacher(args.teacher, data.num_classes, data.input_shape)
     rest, val = stratified_split(data.train, data.train[1], args.val_fraction, args.seed)
     from great_tf.data import stratified_subset

@@ -1,17 +1,18 @@
 """Data sets for the GREAT experiments, read from TFDS folders with no network.
 
-`load_classification(name)` gives (images in [0, 1], labels) for image classification data sets;
+`load_classification(name)` gives (images in [0, 1], labels) for any prepared TFDS image
+classification data set, `classification_info(name)` its shape, classes and defense settings;
 `load_cifar10_noisy()` gives the multi-task data set of the paper's CIFAR-10 experiment.
 """
 
-import numpy as np
-
+from great_tf.data.classification import ClassificationInfo, classification_info, load_classification
 from great_tf.data.noisy import cached_noisy_multitask
 from great_tf.data.pipeline import eval_dataset, num_examples, steps_per_epoch, take, train_dataset
 from great_tf.data.tfds_io import load_arrays, resolve_data_dir
 from great_tf.errors import GreatError
 
-# name -> (TFDS name, number of classes, image shape)
+# The paper's classification sets: name -> (TFDS name, number of classes, image shape). Any other
+# prepared TFDS image-classification set loads too (`classification_info`).
 CLASSIFICATION = {
     "cifar10": ("cifar10", 10, (32, 32, 3)),
     "mnist": ("mnist", 10, (28, 28, 1)),
@@ -23,14 +24,6 @@ MULTITASK = ("cifar10_noisy",)
 def check_name(name, known):
     if name not in known:
         raise GreatError(f"unknown data set {name!r}: choose one of {', '.join(known)}")
-
-
-def load_classification(name, split, data_dir=None, limit=None):
-    """(images float32 in [0, 1], labels int32) of a whole split, or its first `limit` examples."""
-    check_name(name, tuple(CLASSIFICATION))
-    arrays = load_arrays(CLASSIFICATION[name][0], split, data_dir)
-    images = np.asarray(take(arrays["image"], limit), np.float32) / 255.0
-    return images, np.asarray(take(arrays["label"], limit), np.int32)
 
 
 def load_cifar10_noisy(split, data_dir=None, seed=0, limit=None, cache_dir=None):
@@ -46,6 +39,8 @@ def load_cifar10_noisy(split, data_dir=None, seed=0, limit=None, cache_dir=None)
 
 __all__ = [
     "CLASSIFICATION",
+    "ClassificationInfo",
+    "classification_info",
     "MULTITASK",
     "eval_dataset",
     "load_arrays",

@@ -15,6 +15,9 @@ result is cached to disk: Canny is the costly step and is never run in the input
 
 import hashlib
 import os
+import sys
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -22,6 +25,7 @@ SALT_PEPPER_FRACTION = 0.04
 SPECKLE_VARIANCE = 0.1
 CANNY_SIGMA = 1.0
 CACHE_VERSION = 1
+TARGETS = ("class", "colour", "edges", "auto")
 LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)  # tf.image.rgb_to_grayscale's weights
 
 
@@ -76,20 +80,42 @@ def default_cache_dir():
     return os.path.expanduser(os.environ.get("GREAT_TF_CACHE", "~/.cache/great_tf"))
 
 
+def read_cache(path):
+    """(inputs, targets) stored at `path`, or None if the file is unreadable or incomplete (a
+    killed writer, a full disk, a flipped bit): the caller then rebuilds it."""
+    try:
+        with np.load(path) as stored:
+            inputs = stored["inputs"]
+            targets = {k[len("t_"):]: stored[k] for k in stored.files if k.startswith("t_")}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        print(f"the noisy CIFAR-10 cache {path} is unreadable ({reason}): rebuilding it", file=sys.stderr,
+              flush=True)
+        return None
+    if set(targets) != set(TARGETS) or any(len(t) != len(inputs) for t in targets.values()):
+        print(f"the noisy CIFAR-10 cache {path} is incomplete: rebuilding it", file=sys.stderr, flush=True)
+        return None
+    return inputs, targets
+
+
 def cached_noisy_multitask(images_uint8, labels, seed, cache_dir=None):
-    """`make_noisy_multitask`, stored in `cache_dir` under a key of the images, labels and seed."""
+    """`make_noisy_multitask`, stored in `cache_dir` under a key of the images, labels and seed.
+
+    A cache file that does not read back whole is rebuilt (and replaced), with a message.
+    """
     digest = hashlib.sha1(images_uint8.tobytes() + labels.tobytes()).hexdigest()[:16]
     folder = cache_dir or default_cache_dir()
     path = os.path.join(folder, f"cifar10_noisy-v{CACHE_VERSION}-{digest}-seed{seed}.npz")
     if os.path.exists(path):
-        with np.load(path) as stored:
-            return stored["inputs"], {k[len("t_"):]: stored[k] for k in stored if k.startswith("t_")}
+        cached = read_cache(path)
+        if cached is not None:
+            return cached
     inputs, targets = make_noisy_multitask(images_uint8, labels, seed)
     try:
         os.makedirs(folder, exist_ok=True)
         tmp = path + f".{os.getpid()}.tmp.npz"
         np.savez(tmp, inputs=inputs, **{f"t_{k}": v for k, v in targets.items()})
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic: a reader never sees a half-written cache
     except OSError:
         pass  # a read-only cache folder only costs recomputation
     return inputs, targets

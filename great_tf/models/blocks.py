@@ -2,7 +2,7 @@
 
 Every BatchNormalization in the library is `ExactBatchNorm` (great_tf.models.normalization). Keras
 3's default layer computes the batch variance with a stop-gradient on the mean, which makes
-second-order gradients wrong (DESIGN.md section 5; `tests/test_normalization.py` measures it with
+second-order gradients wrong (docs/design.md#exactness; `tests/test_normalization.py` measures it with
 float64 finite differences). `ExactBatchNorm` has hand-written first and second derivatives, runs
 the fused kernel on one device, and under a `tf.distribute` strategy pools statistics across
 replicas, so a distributed step normalizes exactly like a single-device step.

@@ -3,7 +3,7 @@ across replicas.
 
 Every network under a double backprop (the defense's main network, the distillation student)
 needs the gradient of a gradient through its BatchNorm layers. Keras 3's default layer gets it
-wrong (its variance has a stop-gradient on the mean; DESIGN.md section 5), and its synchronized
+wrong (its variance has a stop-gradient on the mean; docs/design.md#exactness), and its synchronized
 layer, though exact, is built from a dozen elementwise ops whose automatic second derivative is
 slow: it made a ResNet-18 plain step 30 % slower than the fused kernel, and the GREAT defense step
 22 % slower (bench.defense, width 64).

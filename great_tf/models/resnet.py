@@ -123,3 +123,53 @@ def resnet11_discriminator(input_shape, width=64, stem_strides=1, name="resnet11
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(1, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+# -- TensorFlow 2.21 oneDNN guard ------------------------------------------------------------------
+
+# Measured on TF 2.21 CPU with oneDNN: training a network with a 1x1 convolution of stride 2 whose
+# input has 3, 4, 8 or 12 channels on an odd batch (1, 3, 5, 7, 9) kills the process (segmentation
+# fault or abort in the convolution's filter gradient, also when eager code asks only for an input
+# gradient); 16 input channels or more, stride 1, 3x3 kernels, or even batches do not. Every
+# ResNet's projection shortcut is such a convolution (stage 2 reads `width` channels), so a ResNet
+# narrower than 16 is exposed, and so are the ResNet-11 auxiliary networks and discriminators.
+ONEDNN_SAFE_CHANNELS = 16
+
+
+def onednn_crash_layers(model):
+    """The strided 1x1 convolutions of `model` (and of every network inside it: student, teacher,
+    auxiliary classifier, discriminator) whose input is narrower than ONEDNN_SAFE_CHANNELS."""
+    found = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if not isinstance(layer, keras.layers.Conv2D) or getattr(layer, "kernel", None) is None:
+            continue
+        if tuple(layer.kernel_size) == (1, 1) and max(layer.strides) > 1 \
+                and layer.kernel.shape[-2] < ONEDNN_SAFE_CHANNELS:
+            found.append(layer)
+    return found
+
+
+def check_onednn_batch(model, batch_size, replicas=1):
+    """Refuses, in one line, a per-replica batch that would crash TensorFlow 2.21's oneDNN kernels
+    in `model` (see ONEDNN_SAFE_CHANNELS); call it before training, when the batch size is known.
+
+    An uneven split over `replicas` gives some replicas one example more: both sizes are checked.
+    TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off (1.8x slower steps) and this check with it.
+    """
+    import os
+
+    from great_tf.errors import GreatError
+
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "0":
+        return
+    odd = sorted(n for n in {batch_size // replicas, -(-batch_size // replicas)} if n % 2)
+    if not odd:
+        return
+    layers = onednn_crash_layers(model)
+    if layers:
+        layer = layers[0]
+        raise GreatError(
+            f"an odd batch per replica ({odd[0]}) crashes TensorFlow's oneDNN convolution gradient in "
+            f"this model's strided 1x1 convolution {layer.name!r} ({layer.kernel.shape[-2]} input "
+            f"channels; ResNets narrower than {ONEDNN_SAFE_CHANNELS}): use an even --batch-size, "
+            f"wider networks, or set TF_ENABLE_ONEDNN_OPTS=0")

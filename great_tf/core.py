@@ -1,0 +1,127 @@
+"""The GREAT core: one model skeleton and one adversarial mechanism for all three uses.
+
+The paper has one idea (docs/design.md#core): a gradient tensor computed during backprop is fed to
+an auxiliary network that classifies it, and the auxiliary loss's gradient reaches whatever
+produced that tensor *reversed*. `classify_gradients` is that mechanism, used by the defense
+(auxiliary classifier of the masked input gradient, double backprop into the main network),
+distillation (discriminator of student input gradients, double backprop into the student) and
+multi-task learning (task classifier of GAL-scaled task gradients, first order into the GALs).
+One backward pass over `task loss + auxiliary loss` then gives the auxiliary network its descent
+direction and the producer its reversed one.
+
+`GreatModel` is the `keras.Model` base that every trainable great_tf model extends. It owns what
+they would otherwise each repeat: the named optimizers given to `compile` (with mixed-precision
+loss scaling), the metric trackers behind `metrics`/`logs`, data unpacking and `test_step`. A
+subclass declares which variables each optimizer trains (`optimizer_variables`) and writes its
+`train_step`; `fit`, callbacks, TensorBoard, checkpoints and keras-tuner then work unchanged.
+"""
+
+import keras
+import tensorflow as tf
+
+from great_tf.layers import reverse_gradient
+from great_tf.precision import loss_scaled
+
+
+def classify_gradients(auxiliary, gradient_tensor, alpha=1.0, training=True):
+    """`auxiliary(gradient_tensor)` with the auxiliary loss's gradient reversed on its way back.
+
+    Forward: the auxiliary network's output on the gradient tensor. Backward: the auxiliary
+    network's own variables get the plain gradient of its loss (it learns to classify), and the
+    gradient flowing back into `gradient_tensor` is multiplied by `-alpha`, so whatever produced
+    the tensor ascends the auxiliary loss. If `gradient_tensor` was computed by a recorded inner
+    tape (an input gradient), the reversed signal reaches the producing network's weights by
+    double backprop; if it is `gamma * stop_gradient(g)` (multi-task GALs), it reaches only
+    `gamma`: the first-order update of Algorithm 3.
+    """
+    return auxiliary(reverse_gradient(gradient_tensor, alpha), training=training)
+
+
+class GreatModel(keras.Model):
+    """Base of every great_tf training model.
+
+    Subclasses:
+    - set `self.network` (what `call` runs: the main network, the student, the multi-task net)
+      or override `call`;
+    - list their optimizers in `optimizer_variables()`: {compile argument: variables}; the
+      main `optimizer` is always there, extra ones (`aux_optimizer`, `weight_optimizer`, ...) are
+      keyword arguments of `compile` defaulting to Adam;
+    - register metric trackers with `self.track(...)`; those named `train_*` or registered with
+      `train_only=True` are left out of `evaluate`;
+    - write `train_step` (and `evaluate_batch` for `test_step`).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._trackers = {}
+        self._train_only = set()
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def track(self, *metrics, train_only=False):
+        """Registers metric trackers; returns the first (or the only) one for assignment."""
+        for metric in metrics:
+            self._trackers[metric.name] = metric
+            if train_only:
+                self._train_only.add(metric.name)
+        return metrics[0] if len(metrics) == 1 else metrics
+
+    @property
+    def metrics(self):
+        return list(getattr(self, "_trackers", {}).values())
+
+    def logs(self, evaluation=False):
+        return {name: m.result() for name, m in self._trackers.items()
+                if not (evaluation and (name in self._train_only or name.startswith("train_")))}
+
+    # -- data ------------------------------------------------------------------------------------
+    def variable_dtype(self):
+        """The dtype inputs are cast to: the trained network's variable dtype."""
+        return self.network_variables[0].dtype if self.network_variables else self.compute_dtype
+
+    def unpack(self, data):
+        """(x, y) of a batch, x cast to the network's variable dtype (float64 NumPy batches mix
+        with float32 models, and the other way round, without a dtype error)."""
+        x, y = data[0], data[1]
+        return tf.cast(x, self.variable_dtype()), y
+
+    # -- structure -------------------------------------------------------------------------------
+    def build(self, input_shape=None):
+        pass  # every sub-network is built at construction
+
+    @property
+    def network_variables(self):
+        """The variables the main `optimizer` trains."""
+        return self.network.trainable_variables
+
+    def optimizer_variables(self):
+        """{compile argument: variables} of the extra optimizers (none by default)."""
+        return {}
+
+    def compile(self, optimizer="adam", **kwargs):
+        """`optimizer` trains `network_variables`; each extra optimizer of
+        `optimizer_variables()` is a keyword argument (Adam when not given)."""
+        slots = self.optimizer_variables()
+        extra = {name: kwargs.pop(name, None) for name in slots}
+        unused = [k for k in kwargs if k.endswith("_optimizer")]
+        unknown = [k for k in unused if kwargs.pop(k) is not None]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.compile got {', '.join(unknown)}; it takes "
+                            f"optimizer and {', '.join(slots) or 'no other optimizer'}")
+        super().compile(optimizer=loss_scaled(optimizer, self), **kwargs)
+        self.optimizer.build(self.network_variables)
+        for name, variables in slots.items():
+            opt = None
+            if variables:
+                opt = loss_scaled(extra[name] or "adam", self)
+                opt.build(variables)
+            setattr(self, name, opt)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate_batch(self, x, y):
+        """Updates the evaluation metrics on one batch (subclasses)."""
+        raise NotImplementedError
+
+    def test_step(self, data):
+        x, y = self.unpack(data)
+        self.evaluate_batch(x, y)
+        return self.logs(evaluation=True)

@@ -1,0 +1,43 @@
+"""The paper's defense networks and settings (docs/design.md#defense)."""
+
+from great_tf.defense.base import GreatDefense, mode_class
+from great_tf.schedules import PolyRamp, poly_adam
+
+# The paper's beta_max per data set (Sec. 3.1); mnist is our choice (digits, like SVHN).
+BETA_MAX = {"cifar10": 2.0, "svhn_cropped": 10.0, "mnist": 10.0}
+ALPHA_MAX = 1.0
+FGSM_TRAIN_EPS = 0.2  # the supplement's FGSM adversarial training, on the [0, 1] pixel scale
+
+
+def build_networks(input_shape, num_classes, width=64):
+    """The paper's pair: ResNet-18 main network, ResNet-18 with LeakyReLU(0.2) auxiliary.
+
+    The auxiliary reads input gradients, which have the input's shape.
+    """
+    from great_tf.models import resnet18
+
+    main = resnet18(input_shape, num_classes, width, act="relu", name="main")
+    aux = resnet18(input_shape, num_classes, width, act="leaky_relu", name="auxiliary")
+    return main, aux
+
+
+def build_defense(mode, input_shape, num_classes, width=64, steps_per_epoch=1, epochs=1,
+                  alpha_max=ALPHA_MAX, beta_max=BETA_MAX["cifar10"], learning_rate=1e-3,
+                  fgsm_eps=FGSM_TRAIN_EPS, clip_min=0.0, clip_max=1.0):
+    """A compiled `GreatDefense` with the paper's settings: Adam 1e-3 with the poly multiplier for
+    both networks, alpha = alpha_max * (1 - lr), beta = beta_max * (1 - lr).
+
+    Build it inside `strategy.scope()` to train under a distribution strategy.
+    """
+    needs_auxiliary = mode_class(mode).needs_auxiliary
+    main, aux = build_networks(input_shape, num_classes, width)
+    model = GreatDefense(
+        main, aux if needs_auxiliary else None, mode,
+        alpha=PolyRamp(alpha_max, steps_per_epoch, epochs),
+        beta=PolyRamp(beta_max, steps_per_epoch, epochs),
+        fgsm_eps=fgsm_eps, clip_min=clip_min, clip_max=clip_max,
+        name=f"defense_{mode.replace('+', '_')}")
+    optimizers = {name: poly_adam(learning_rate, steps_per_epoch, epochs)
+                  for name in ("optimizer", *model.optimizer_variables())}
+    model.compile(**optimizers)
+    return model

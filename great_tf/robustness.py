@@ -1,0 +1,212 @@
+"""Gradient-masking diagnostics: does a model's robustness come from masked gradients?
+(docs/design.md#robustness)
+
+A defense that masks or obfuscates its gradient (Athalye et al. 2018) looks robust to gradient
+attacks without being robust. Carlini et al. 2019 ("On Evaluating Adversarial Robustness") list
+the symptoms; `masking_diagnostics` measures each and returns one finding per check:
+
+- `iterative-vs-single-step`: iterative attacks (iFGSM, PGD, APGD) must be at least as strong
+  as one FGSM step, which they contain.
+- `accuracy-vs-eps`: accuracy under an iterative attack must not rise with eps.
+- `unbounded-attack`: with eps = the whole pixel range an attack can reach any image, so accuracy
+  must go to about 0.
+- `gradient-free-vs-white-box` and `transfer-vs-white-box`: attacks that do not use the model's
+  gradient (Square, SPSA, a transfer attack crafted on another model) must not be stronger than
+  the white-box ones.
+- `zero-gradients`: the share of examples whose input gradient is exactly zero or not finite
+  (zero cross-entropy gradients with non-zero margin gradients: the softmax saturates).
+- `outputs-are-logits`: attacks and the cross-entropy expect logits; probabilities flatten the loss.
+
+A finding is a dict {"check", "flagged", "evidence"}, the evidence one sentence with the numbers.
+Differences smaller than `tolerance(n)` (1 point, or 2 examples out of n if that is more) are
+treated as noise. `format_findings` turns the list into the lines printed under every
+robustness table.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from great_tf import attacks
+from great_tf.attacks.utils import as_input, as_labels, ce_loss, loss_gradient, margin_loss
+
+WHITE_BOX = ("FGSM", "iFGSM", "PGD", "APGD-CE", "APGD-T")
+ITERATIVE = ("iFGSM", "PGD", "APGD-CE", "APGD-T")
+GRADIENT_FREE = ("Square", "SPSA")
+TRANSFER = ("Transfer iFGSM",)
+UNBOUNDED_LIMIT = 5.0  # % accuracy an attack with eps = the whole pixel range may leave
+ZERO_GRADIENT_LIMIT = 1.0  # % of examples with a zero or non-finite input gradient
+
+
+def tolerance(n):
+    """Accuracy differences (in points) treated as noise on n examples: 1 point or 2 examples."""
+    return max(1.0, 200.0 / max(n, 1))
+
+
+def finding(check, flagged, evidence):
+    return {"check": check, "flagged": bool(flagged), "evidence": evidence}
+
+
+def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measured=None, curves=None,
+                        nb_iter=20, nb_queries=500, eps_factors=(0.25, 0.5, 1.0, 2.0), seed=0,
+                        batch_size=256):
+    """The findings of every check on (x, y) at `eps` (in the units of x).
+
+    `measured` ({attack name: accuracy %} on the same x, y and eps, e.g. a robustness table's
+    row) and `curves` ({attack: (eps values, accuracies)} of iterative attacks) are reused instead
+    of attacking again; attacks that are missing run here: FGSM, iFGSM (10 steps), APGD-CE
+    (`nb_iter`), Square (`nb_queries`), and iFGSM at eps times `eps_factors` for the curve.
+    A transfer attack is compared only if `measured` has one.
+    """
+    x = as_input(x, clip_min, clip_max).numpy()
+    y = as_labels(y, x).numpy()
+    accuracy = {k: v for k, v in (measured or {}).items() if v is not None}
+    common = {"clip_min": clip_min, "clip_max": clip_max, "batch_size": batch_size}
+
+    def attacked(attack, e=eps, **kwargs):
+        return attacks.accuracy(model_fn, attacks.batched(attack, model_fn, x, y, eps=e, **common, **kwargs), y)
+
+    runs = {"FGSM": lambda: attacked(attacks.fgsm),
+            "iFGSM": lambda: attacked(attacks.iterative_fgsm),
+            "APGD-CE": lambda: attacked(attacks.apgd, nb_iter=nb_iter, seed=seed),
+            "Square": lambda: attacked(attacks.square, nb_queries=nb_queries, seed=seed)}
+    for name, run in runs.items():
+        if name not in accuracy and (name != "Square" or x.ndim == 4):
+            accuracy[name] = run()
+    if not curves:
+        grid = [eps * f for f in eps_factors]
+        curves = {"iFGSM": (grid, [attacked(attacks.iterative_fgsm, e) for e in grid])}
+    tol = tolerance(len(x))
+    return [
+        check_iterative_vs_single_step(accuracy, tol),
+        check_accuracy_vs_eps(curves, tol),
+        check_unbounded_attack(model_fn, x, y, clip_min, clip_max, nb_iter, seed, batch_size),
+        check_weaker_than_white_box("gradient-free-vs-white-box", GRADIENT_FREE, accuracy, tol),
+        check_weaker_than_white_box("transfer-vs-white-box", TRANSFER, accuracy, tol),
+        check_zero_gradients(model_fn, x, y, batch_size),
+        check_outputs_are_logits(model_fn, x, batch_size),
+    ]
+
+
+def _listed(accuracy, names):
+    return ", ".join(f"{n} {accuracy[n]:.1f} %" for n in names)
+
+
+def check_iterative_vs_single_step(accuracy, tol):
+    iterative = [n for n in ITERATIVE if n in accuracy]
+    if "FGSM" not in accuracy or not iterative:
+        return finding("iterative-vs-single-step", False, "not run: needs FGSM and an iterative attack.")
+    weaker = [n for n in iterative if accuracy[n] > accuracy["FGSM"] + tol]
+    if weaker:
+        return finding("iterative-vs-single-step", True,
+                       f"{_listed(accuracy, weaker)} accuracy against FGSM {accuracy['FGSM']:.1f} %: "
+                       f"iterative attacks should be at least as strong as their first step.")
+    return finding("iterative-vs-single-step", False,
+                   f"{_listed(accuracy, iterative)} <= FGSM {accuracy['FGSM']:.1f} % (+{tol:.1f} noise).")
+
+
+def check_accuracy_vs_eps(curves, tol):
+    rises = []
+    for attack, (grid, values) in (curves or {}).items():
+        running_min = np.minimum.accumulate(np.asarray(values, np.float64))
+        for i in range(1, len(values)):
+            if values[i] > running_min[i - 1] + tol:
+                rises.append(f"{attack} {running_min[i - 1]:.1f} % -> {values[i]:.1f} % at eps {grid[i]:.4g}")
+    if not curves:
+        return finding("accuracy-vs-eps", False, "not run: no accuracy-against-eps curve.")
+    if rises:
+        return finding("accuracy-vs-eps", True, "accuracy rises with eps: " + "; ".join(rises) + ".")
+    shown = "; ".join(f"{a} " + " / ".join(f"{v:.1f}" for v in vals) + " % at eps "
+                      + " / ".join(f"{e:.3g}" for e in grid) for a, (grid, vals) in curves.items())
+    return finding("accuracy-vs-eps", False, f"accuracy does not rise with eps: {shown}.")
+
+
+def check_unbounded_attack(model_fn, x, y, clip_min, clip_max, nb_iter, seed, batch_size):
+    """APGD on the margin loss (it does not saturate) with eps = the whole pixel range."""
+    eps = clip_max - clip_min
+    x_adv = attacks.batched(attacks.apgd, model_fn, x, y, eps=eps, nb_iter=nb_iter, loss="margin",
+                            clip_min=clip_min, clip_max=clip_max, seed=seed, batch_size=batch_size)
+    left = attacks.accuracy(model_fn, x_adv, y)
+    return finding("unbounded-attack", left > UNBOUNDED_LIMIT,
+                   f"APGD (margin loss, {nb_iter} iterations) with eps = the whole pixel range "
+                   f"({eps:g}) leaves {left:.1f} % accuracy (expected about 0, flagged above "
+                   f"{UNBOUNDED_LIMIT:g} %).")
+
+
+def check_weaker_than_white_box(check, names, accuracy, tol):
+    present = [n for n in names if n in accuracy]
+    white = [n for n in WHITE_BOX if n in accuracy]
+    if not present or not white:
+        return finding(check, False, f"not run: needs {' or '.join(names)} and a white-box attack.")
+    best = min(white, key=accuracy.get)
+    stronger = [n for n in present if accuracy[n] < accuracy[best] - tol]
+    if stronger:
+        return finding(check, True, f"{_listed(accuracy, stronger)} against the strongest white-box "
+                       f"attack, {best} {accuracy[best]:.1f} %: the model's gradient misleads the "
+                       f"white-box attacks.")
+    return finding(check, False, f"{_listed(accuracy, present)} >= the strongest white-box attack, "
+                   f"{best} {accuracy[best]:.1f} % (-{tol:.1f} noise).")
+
+
+@tf.function(reduce_retracing=True)
+def _gradient_status(model_fn, x, labels, loss_fn):
+    """Per example: input gradient all zero, input gradient not finite."""
+    grad, _, _ = loss_gradient(model_fn, x, lambda logits: loss_fn(labels, logits))
+    flat = tf.reshape(grad, [tf.shape(grad)[0], -1])
+    return tf.reduce_all(flat == 0.0, axis=1), ~tf.reduce_all(tf.math.is_finite(flat), axis=1)
+
+
+def _gradient_counts(model_fn, x, y, loss_fn, batch_size):
+    zero = finite = 0
+    for s in range(0, len(x), batch_size):
+        z, nf = _gradient_status(model_fn, tf.constant(x[s:s + batch_size]),
+                                 tf.constant(y[s:s + batch_size], tf.int32), loss_fn)
+        zero, finite = zero + int(tf.reduce_sum(tf.cast(z, tf.int32))), finite + int(tf.reduce_sum(tf.cast(nf, tf.int32)))
+    return zero, finite
+
+
+def check_zero_gradients(model_fn, x, y, batch_size=256):
+    n = len(x)
+    ce_zero, ce_bad = _gradient_counts(model_fn, x, y, ce_loss, batch_size)
+    margin_zero, margin_bad = _gradient_counts(model_fn, x, y, margin_loss, batch_size)
+    share = 100.0 * max(ce_zero + ce_bad, margin_zero + margin_bad) / n
+    evidence = (f"{ce_zero} of {n} examples have an all-zero cross-entropy input gradient and "
+                f"{ce_bad} a non-finite one; with the margin loss {margin_zero} and {margin_bad}")
+    if ce_zero > margin_zero:
+        evidence += ": the softmax saturates, attack with loss='margin' or 'dlr' (APGD-T uses DLR)"
+    elif margin_zero + margin_bad:
+        evidence += ": the model gives no usable gradient there"
+    return finding("zero-gradients", share > ZERO_GRADIENT_LIMIT and share > 0,
+                   evidence + f" (flagged above {ZERO_GRADIENT_LIMIT:g} % of examples).")
+
+
+def check_outputs_are_logits(model_fn, x, batch_size=256):
+    outputs = np.concatenate([np.asarray(model_fn(tf.constant(x[s:s + batch_size])), np.float64)
+                              for s in range(0, len(x), batch_size)])
+    in_unit = outputs.min() >= 0.0 and outputs.max() <= 1.0
+    sums = outputs.sum(axis=1)
+    probabilities = in_unit and np.allclose(sums, 1.0, atol=1e-3)
+    if probabilities:
+        return finding("outputs-are-logits", True,
+                       "the outputs are all in [0, 1] and every row sums to 1: they are probabilities, "
+                       "not logits; attack (and train with from_logits) on the logits.")
+    return finding("outputs-are-logits", False,
+                   f"the outputs range over [{outputs.min():.3g}, {outputs.max():.3g}] and rows sum to "
+                   f"{sums.min():.3g} .. {sums.max():.3g}: logits, not probabilities.")
+
+
+def masking_suspected(findings):
+    return any(f["flagged"] for f in findings)
+
+
+def format_findings(findings, name=None):
+    """The lines printed under a robustness table: a verdict, then every check's evidence."""
+    fired = [f for f in findings if f["flagged"]]
+    who = f"{name}: " if name else ""
+    if fired:
+        head = (f"{who}gradient masking suspected ({len(fired)} of {len(findings)} checks fired: "
+                + ", ".join(f["check"] for f in fired) + ").")
+    else:
+        head = f"{who}no gradient-masking check fired ({len(findings)} checks)."
+    lines = [head] + [f"  [{'FIRED' if f['flagged'] else 'ok'}] {f['check']}: {f['evidence']}"
+                      for f in findings]
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""Every registered multi-task method, through the same checks: exact under MirroredStrategy,
+trains the paper's network through `build_mtl_model` + `compile_mtl` + `fit`, and DWA by hand.
+
+Two replicas: float64, SGD, the same global batch on one device and split over two logical CPU
+replicas; every weight (network, method state, optimizers' variables aside) must agree within
+1e-9 after three steps (DWA changes its weights after the second epoch; steps_per_epoch = 1).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from great_tf import mtl
+from tests.test_mtl import LR, TASKS, sgd, toy_batch, toy_losses_and_grads, toy_network, toy_weights
+
+SIZE, BATCH, STEPS = 6, 4, 3
+
+
+def small_network(tasks):
+    """conv - exact BN - ReLU encoder and tiny heads: every piece a real model has."""
+    from great_tf.models.blocks import batch_norm
+
+    inputs = keras.Input((SIZE, SIZE, 1))
+    feature = keras.layers.ReLU()(batch_norm()(keras.layers.Conv2D(3, 3, padding="same")(inputs)))
+    encoder = keras.Model(inputs, feature, name="encoder")
+    decoders = {}
+    for t in tasks:
+        head = keras.Input(feature.shape[1:])
+        if t.kind == "classification":
+            out = keras.layers.Dense(t.units)(keras.layers.GlobalAveragePooling2D()(head))
+        else:
+            out = keras.layers.Conv2D(t.units, 1)(head)
+        decoders[t.name] = keras.Model(head, out, name=f"{t.name}_decoder")
+    return encoder, decoders
+
+
+DIST_TASKS = (mtl.Task("class", "classification", 3), mtl.Task("auto", "regression", 1))
+
+
+def batches(steps=STEPS):
+    rng = np.random.default_rng(1)
+    x = rng.random((steps, BATCH, SIZE, SIZE, 1))
+    return x, {"class": rng.integers(0, 3, (steps, BATCH)), "auto": rng.random((steps, BATCH, SIZE, SIZE, 1))}
+
+
+def trained(method, strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        encoder, decoders = small_network(DIST_TASKS)
+        components = mtl.method_class(method).default_components(encoder.output.shape[1:], DIST_TASKS, 2)
+        model = mtl.build_method(method, encoder, decoders, DIST_TASKS, **components)
+        if getattr(model, "steps_per_epoch", 0) is None:
+            model.steps_per_epoch = 1
+        model.compile(optimizer=sgd(), **{name: sgd() for name in model.optimizer_variables()})
+    data = tf.data.Dataset.from_tensor_slices(batches())
+    model.fit(data, epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False)
+    return [v.numpy() for v in model.weights]
+
+
+@pytest.mark.parametrize("method", mtl.available_methods())
+def test_two_replicas_give_the_single_device_weights(method, mirrored, float64):
+    single = trained(method, tf.distribute.get_strategy())
+    double = trained(method, mirrored)
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(single, double))
+    assert worst < 1e-9, (method, worst)
+
+
+@pytest.mark.parametrize("method", mtl.available_methods())
+def test_every_method_trains_the_papers_network(method):
+    keras.utils.set_random_seed(0)
+    tasks = (mtl.Task("class", "classification", 10), mtl.Task("auto", "regression", 1))
+    model = mtl.compile_mtl(mtl.build_mtl_model(method, (8, 8, 1), tasks, width=2), 2, 1)
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 8, 8, 1)).astype("float32")
+    y = {"class": rng.integers(0, 10, 8).astype("int32"), "auto": x}
+    before = [v.numpy().copy() for v in model.encoder.trainable_variables]
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    assert np.all(np.isfinite(history.history["loss"])), method
+    assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, model.encoder.trainable_variables))
+    scores = model.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
+    assert set(model.metric_directions()) <= set(scores), method
+
+
+def test_a_registered_method_builds_with_its_hyperparameters_and_rejects_unknown_ones():
+    from great_tf.errors import GreatError
+
+    encoder, decoders = toy_network()
+    assert mtl.build_method("dwa", encoder, decoders, TASKS, temperature=3.0).temperature == 3.0
+    with pytest.raises(GreatError, match="has no hyperparameter warmth"):
+        mtl.build_method("dwa", encoder, decoders, TASKS, warmth=3.0)
+    with pytest.raises(GreatError, match="unknown method 'magic'"):
+        mtl.build_method("magic", encoder, decoders, TASKS)
+
+
+def test_dwa_weights_follow_the_loss_ratios_of_the_last_two_epochs():
+    """Liu et al. 2019, Eq. 7 by hand: with one step per epoch the loss averages are the step
+    losses; steps 1 and 2 use w = 1, step 3 uses w_i = K softmax(L_i(2) / L_i(1) / T)_i."""
+    encoder, decoders = toy_network()
+    model = mtl.build_method("dwa", encoder, decoders, TASKS, temperature=2.0, steps_per_epoch=1)
+    model.compile(sgd())
+    x, y = toy_batch()
+    losses = []
+    for step in range(3):
+        W, V = toy_weights(model)
+        J, gW, gV = toy_losses_and_grads(W, V, x, y)
+        if step < 2:
+            w = {"c": 1.0, "r": 1.0}
+        else:
+            ratios = np.array([losses[1]["c"] / losses[0]["c"], losses[1]["r"] / losses[0]["r"]]) / 2.0
+            soft = np.exp(ratios) / np.exp(ratios).sum()
+            w = {"c": 2 * soft[0], "r": 2 * soft[1]}
+            assert abs(w["c"] - 1.0) > 1e-4  # the losses moved: the weights are not trivial
+        model.train_step((x, y))
+        np.testing.assert_allclose(model.encoder.trainable_variables[0].numpy(),
+                                   W - LR * (w["c"] * gW["c"] + w["r"] * gW["r"]), rtol=1e-5, atol=1e-7)
+        for t in ("c", "r"):
+            np.testing.assert_allclose(model.decoders[t].trainable_variables[0].numpy(),
+                                       V[t] - LR * w[t] * gV[t], rtol=1e-5, atol=1e-7)
+        losses.append(J)
