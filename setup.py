@@ -17,6 +17,7 @@ setup(
         "scikit-image>=0.22",
         "matplotlib>=3.7",
         "numpy>=1.26",
+        "scipy>=1.10",  # CAGrad's dual and Nash-MTL's bargaining solve
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "crosscheck": ["adversarial-robustness-toolbox>=1.17"]},
 )

@@ -13,7 +13,6 @@ throughput of compiled iFGSM (great_tf.attacks, one tf.function with a while loo
 eager Python loop over the same k signed-gradient steps.
 """
 
-import argparse
 import statistics
 import time
 
@@ -43,6 +42,7 @@ def median_step_seconds(modes, width, batch_size, steps, rounds):
     import keras
 
     from great_tf.defense import build_defense
+    from great_tf.models.resnet import check_onednn_batch
 
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, 32, 32, 3), dtype=np.float32)
@@ -51,6 +51,7 @@ def median_step_seconds(modes, width, batch_size, steps, rounds):
     for mode in modes:
         keras.utils.set_random_seed(0)
         model = build_defense(mode, (32, 32, 3), 10, width, steps_per_epoch=1, epochs=2)
+        check_onednn_batch(model, batch_size)  # one line, not a crash
         model.optimizer.iterations.assign(1)  # epoch 1: alpha, beta > 0, the full step runs
         timers[mode] = step_timer(model, x, y, steps)
     seconds = {mode: [] for mode in modes}
@@ -111,7 +112,7 @@ def bench_attack(width, batch_size, k):
         for _ in range(k):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
-                loss = attacks.cross_entropy_sum(model(x_adv), y)
+                loss = tf.reduce_sum(attacks.ce_loss(y, model(x_adv)))
             x_adv = x_adv + step * tf.sign(tape.gradient(loss, x_adv))
             x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
         return x_adv
@@ -134,13 +135,16 @@ def bench_attack(width, batch_size, k):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.defense", description=__doc__.split("\n")[0])
-    parser.add_argument("--widths", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
-    parser.add_argument("--attack-batch", type=int, default=256)
-    parser.add_argument("--k", type=int, default=10)
+    from trainers import flags
+
+    parser = flags.OneLineParser(prog="python -m bench.defense", description=__doc__.split("\n")[0])
+    parser.add_argument("--widths", type=flags.positive_int, nargs="+", default=[16, 64])
+    parser.add_argument("--batch-size", type=flags.positive_int, default=128)
+    parser.add_argument("--steps", type=flags.positive_int, default=3, help="timed steps per mode per round")
+    parser.add_argument("--rounds", type=flags.positive_int, default=3,
+                        help="interleaved rounds; medians are reported")
+    parser.add_argument("--attack-batch", type=flags.positive_int, default=256)
+    parser.add_argument("--k", type=flags.positive_int, default=10)
     parser.add_argument("--floor", action="store_true",
                         help="also time baseline and great+ce with no BatchNorm layers")
     args = parser.parse_args(argv)
@@ -153,4 +157,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from trainers.flags import run_cli
+
+    run_cli(main)

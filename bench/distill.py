@@ -10,7 +10,6 @@ within each round and the median over rounds reported. Target (issue 4): GREAT's
 input only) and a double backprop through the student, plus the discriminator.
 """
 
-import argparse
 import os
 import time
 
@@ -21,16 +20,18 @@ TARGET = 2.5
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.distill", description=__doc__.split("\n")[0])
+    from trainers import flags
+
+    parser = flags.OneLineParser(prog="python -m bench.distill", description=__doc__.split("\n")[0])
     parser.add_argument("--student", default="cnn5", choices=("cnn5", "resnet18"))
-    parser.add_argument("--student-width", type=int, default=None, help="default: the paper's")
+    parser.add_argument("--student-width", type=flags.positive_int, default=None, help="default: the paper's")
     parser.add_argument("--teacher", default="resnet18", choices=("resnet18", "resnext29", "cnn5"))
-    parser.add_argument("--width", type=int, default=16, help="teacher width (paper: 64)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per method per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--width", type=flags.positive_int, default=16, help="teacher width (paper: 64)")
+    parser.add_argument("--batch-size", type=flags.positive_int, default=64)
+    parser.add_argument("--steps", type=flags.positive_int, default=10, help="timed steps per method per round")
+    parser.add_argument("--rounds", type=flags.positive_int, default=3)
     parser.add_argument("--logdir", default=os.path.join("runs", "bench"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=flags.seed_type, default=0)
     return parser.parse_args(argv)
 
 
@@ -52,6 +53,10 @@ def make_models(args):
         disc = build_discriminator(args.student, shape, width) if method == "great" else None
         models[method] = distill.compile_distiller(
             distill.build_distiller(method, student, teacher, disc), 100, 10)
+    from great_tf.models.resnet import check_onednn_batch
+
+    for model in models.values():
+        check_onednn_batch(model, args.batch_size)  # one line, not a crash
     return models
 
 
@@ -120,4 +125,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from trainers.flags import run_cli
+
+    run_cli(main)

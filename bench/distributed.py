@@ -17,7 +17,6 @@ measures the cost of splitting the batch and all-reducing (synchronized BatchNor
 extra hardware.
 """
 
-import argparse
 import os
 import statistics
 import time
@@ -28,14 +27,19 @@ SIZE = 32
 CLASSES = 10
 
 
+TRAINERS = ("mtl", "distill", "defense")
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.distributed",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--width", type=int, default=8, help="ResNet-18 first-stage channels")
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per cell and round")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--trainers", default="mtl,distill,defense")
+    from trainers import flags
+
+    parser = flags.OneLineParser(prog="python -m bench.distributed", description=__doc__.split("\n")[0])
+    parser.add_argument("--width", type=flags.positive_int, default=8, help="ResNet-18 first-stage channels")
+    parser.add_argument("--batch-size", type=flags.positive_int, default=32, help="global batch size")
+    parser.add_argument("--steps", type=flags.positive_int, default=5, help="timed steps per cell and round")
+    parser.add_argument("--rounds", type=flags.positive_int, default=2)
+    parser.add_argument("--trainers", type=flags.choice_list(TRAINERS), default=list(TRAINERS),
+                        help="comma-separated, from " + ",".join(TRAINERS))
     return parser.parse_args(argv)
 
 
@@ -66,8 +70,11 @@ def timer(trainer, width, batch_size, strategy, jit):
     import numpy as np
     import tensorflow as tf
 
+    from great_tf.models.resnet import check_onednn_batch
+
     with strategy.scope():
         model, example = build(trainer, width)
+    check_onednn_batch(model, batch_size, strategy.num_replicas_in_sync)  # one line, not a crash
     model.jit_compile = jit
     floats = lambda a: a.astype(np.float32) if a.dtype == np.float64 else a  # noqa: E731
     batch = tf.nest.map_structure(lambda a: np.repeat(floats(a), batch_size, 0), example)
@@ -92,7 +99,7 @@ def main(argv=None):
     cells = {"1 replica": (tf.distribute.get_strategy(), False),
              "1 replica + XLA": (tf.distribute.get_strategy(), True),
              "2 replicas": (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), False)}
-    trainers = args.trainers.split(",")
+    trainers = args.trainers
     timers = {}
     for trainer in trainers:
         for cell, (strategy, jit) in cells.items():
@@ -116,4 +123,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from trainers.flags import run_cli
+
+    run_cli(main)

@@ -9,7 +9,6 @@ alike; each method's figure is its median step time over rounds. Also measured: 
 pipeline alone, and building the data set (noise and Canny edges) once.
 """
 
-import argparse
 import os
 import statistics
 import time
@@ -18,13 +17,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.mtl", description=__doc__.split("\n")[0])
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per method per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--methods", default="equal,great,uncertainty,gradnorm")
-    parser.add_argument("--data-dir")
+    from great_tf.mtl import available_methods
+    from trainers import flags
+
+    parser = flags.OneLineParser(prog="python -m bench.mtl", description=__doc__.split("\n")[0])
+    parser.add_argument("--width", type=flags.positive_int, default=16)
+    parser.add_argument("--batch-size", type=flags.positive_int, default=64)
+    parser.add_argument("--steps", type=flags.positive_int, default=10, help="timed steps per method per round")
+    parser.add_argument("--rounds", type=flags.positive_int, default=3)
+    parser.add_argument("--methods", type=flags.choice_list(available_methods()),
+                        default=["equal", "great", "uncertainty", "gradnorm"],
+                        help="comma-separated, from " + ",".join(available_methods()))
+    parser.add_argument("--data-dir", type=flags.existing_dir)
     return parser.parse_args(argv)
 
 
@@ -34,7 +38,10 @@ def step_timer(method, width, batches):
 
     from great_tf import mtl
 
+    from great_tf.models.resnet import check_onednn_batch
+
     model = mtl.build_mtl_model(method, batches[0][0].shape[1:], width=width)
+    check_onednn_batch(model, int(batches[0][0].shape[0]))  # one line, not a crash
     mtl.compile_mtl(model, steps_per_epoch=1000, epochs=1)
     step = tf.function(model.train_step)
     step(batches[0])  # trace and warm up outside the timing
@@ -72,7 +79,7 @@ def main(argv=None):
     from great_tf.data import load_arrays, load_cifar10_noisy
 
     args = parse_args(argv)
-    methods = args.methods.split(",")
+    methods = args.methods
     train = load_cifar10_noisy("train", args.data_dir, seed=0)
     x, y = train
     batches = []
@@ -101,4 +108,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from trainers.flags import run_cli
+
+    run_cli(main)

@@ -139,8 +139,17 @@ def rewrite_state_file(directory):
         if os.path.exists(state_file):
             os.remove(state_file)
         return
-    paths = [prefix for _, prefix in reversed(saved)]
-    tf.compat.v1.train.update_checkpoint_state(directory, paths[-1], all_model_checkpoint_paths=paths)
+    saved = list(reversed(saved))  # oldest first
+    names = [os.path.basename(prefix) for _, prefix in saved]
+    lines = [f'model_checkpoint_path: "{names[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
+    # With their times, the manager counts them against max_to_keep (else it keeps them forever).
+    lines += [f"all_model_checkpoint_timestamps: {os.path.getmtime(prefix + '.index'):.6f}"
+              for _, prefix in saved]
+    tmp = f"{state_file}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, state_file)
 
 
 def checkpoint_manager(model, directory, max_to_keep=KEEP):

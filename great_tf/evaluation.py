@@ -129,8 +129,7 @@ class Evaluation:
         self.settings, self.surrogate = settings, surrogate
         n = len(test[0]) if attack_limit is None else min(attack_limit, len(test[0]))
         self.x, self.y = np.asarray(test[0][:n]), np.asarray(test[1][:n])
-        labels = np.concatenate([np.asarray(test[1]), np.asarray(train[1]) if train is not None else []])
-        self.num_classes = num_classes or int(labels.max()) + 1
+        self.num_classes = num_classes or int(np.shape(model(self.x[:1]))[-1])
         self.outcomes = {}
         self._targets = {}
 
@@ -149,8 +148,8 @@ class Evaluation:
         if name not in self.outcomes:
             x, y = self.x[:limit], self.y[:limit]
             labels = None if labels is None else labels[:limit]
-            self.outcomes[name] = attacks.correct(self.model, self.craft(attack, x=x, labels=labels, **kwargs),
-                                                  y, self.settings.batch_size)
+            x_adv = self.craft(attack, x=x, labels=labels, **kwargs)
+            self.outcomes[name] = attacks.correct(self.model, x_adv, y, self.settings.batch_size)
         return self.outcomes[name]
 
     def targets(self, kind):
@@ -170,6 +169,10 @@ class Evaluation:
         s = self.settings
         return aa_components(s.apgd_iterations, s.apgd_restarts, min(s.apgd_targets, self.num_classes - 1),
                              s.square_queries, s.seed)
+
+
+def _count(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 # -- the paper's Table 1 --------------------------------------------------------------------------
@@ -220,8 +223,9 @@ def _ifgsm_random(ev):
 
 
 # -- obfuscation checks beyond the paper ----------------------------------------------------------
-@register_column("PGD", note=lambda s, ev=None: f"PGD: {s.restarts} random restarts, step 2.5 eps / k "
-                 "unless --eps-iter; per example a restart that fools the model, the loss breaking ties.")
+@register_column("PGD", note=lambda s, ev=None: f"PGD: {_count(s.restarts, 'random restart')}, step "
+                 "2.5 eps / k unless --eps-iter; per example a restart that fools the model, the loss "
+                 "breaking ties.")
 def _pgd(ev):
     s = ev.settings
     return ev.outcome("PGD", attacks.pgd, **ev.iterative(restarts=s.restarts, seed=s.seed))
@@ -239,7 +243,8 @@ def _transfer(ev):
 
 
 @register_column("SPSA", note=lambda s, ev=None: f"SPSA: gradient-free, {s.spsa_samples} random "
-                 "directions per step" + (f", on the first {s.spsa_limit} attacked images" if s.spsa_limit else "")
+                 "directions per step"
+                 + (f", on the first {s.spsa_limit} attacked images" if s.spsa_limit else "")
                  + ". A defense far more accurate under its own gradient's attacks than under "
                  "Transfer iFGSM or SPSA owes its robustness to gradient obfuscation.")
 def _spsa(ev):
@@ -252,7 +257,7 @@ def _spsa(ev):
 # -- strong attacks -------------------------------------------------------------------------------
 @register_column("APGD-CE", groups=("strong",), note=lambda s, ev=None: (
     f"APGD-CE / APGD-T: Auto-PGD (Croce & Hein 2020) with {s.apgd_iterations} iterations and "
-    f"{s.apgd_restarts} restart(s), on the cross-entropy / the targeted DLR loss over the "
+    f"{_count(s.apgd_restarts, 'restart')}, on the cross-entropy / the targeted DLR loss over the "
     f"{s.apgd_targets if ev is None else min(s.apgd_targets, ev.num_classes - 1)} most likely other "
     f"classes (AutoAttack: 100 iterations, 1 restart, 9 targets)."))
 def _apgd_ce(ev):
@@ -311,7 +316,8 @@ def _fgsm_curve(ev, eps):
 
 @register_curve("iFGSM", groups=("paper",))
 def _ifgsm_curve(ev, eps):
-    return _on_grid(ev, "iFGSM", attacks.iterative_fgsm, eps, **ev.iterative(eps=eps))
+    s = ev.settings
+    return _on_grid(ev, "iFGSM", attacks.iterative_fgsm, eps, eps_iter=s.eps_iter, nb_iter=s.iterations)
 
 
 @register_curve("APGD-CE", groups=("strong",))
@@ -398,7 +404,8 @@ def column_notes(group, settings, ev=None):
 
 def paper_table1_note():
     return ("The paper's Table 1 (ResNet-18 width 64, 100 epochs, 50,000 images, eps 0.1): "
-            + "; ".join(f"{m} " + " / ".join(f"{v:g}" for v in vals) for m, vals in PAPER_TABLE1.items()) + ".")
+            + "; ".join(f"{m} " + " / ".join(f"{v:g}" for v in vals) for m, vals in PAPER_TABLE1.items())
+            + ".")
 
 
 def write_report(rows, group, stem_dir, title, notes, eps_label, curve_title, images=None,
@@ -429,6 +436,7 @@ def write_report(rows, group, stem_dir, title, notes, eps_label, curve_title, im
                                             curve_title, xlabel=eps_label))
     maps = {r["method"]: r["saliency"] for r in rows if r.get("saliency") is not None}
     if maps and images is not None:
-        written.append(plot_saliency_grid(images, maps, os.path.join(stem_dir, "saliency.png"), saliency_title))
+        written.append(plot_saliency_grid(images, maps, os.path.join(stem_dir, "saliency.png"),
+                                          saliency_title))
     print("\n" + text + f"\n\n(written to {'; '.join(written)})")
     return text

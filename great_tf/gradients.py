@@ -18,6 +18,7 @@ training batches should be even.
 
 import tensorflow as tf
 
+from great_tf.losses import sparse_ce
 from great_tf.precision import full_precision, scale, unscale
 
 
@@ -32,8 +33,7 @@ def input_gradients(model, x, y, training=False, loss_scale=None):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         logits = model(x, training=training)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(y, tf.int32), logits=full_precision(logits)))
+        loss = tf.reduce_sum(sparse_ce(y, logits))
         loss = scale(loss, loss_scale)
     return unscale(tape.gradient(loss, x), loss_scale), logits
 

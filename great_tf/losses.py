@@ -43,6 +43,7 @@ def masked_pixel_mean(values, valid):
     0 (docs/design.md#nyuv2)."""
     values = full_precision(values)
     kept = tf.where(valid, values, tf.zeros_like(values))
-    count = tf.reduce_sum(tf.reshape(tf.cast(valid, values.dtype), [tf.shape(values)[0], -1]), axis=1)
-    total = tf.reduce_sum(tf.reshape(kept, [tf.shape(values)[0], -1]), axis=1)
+    per_example = [tf.shape(values)[0], -1]
+    count = tf.reduce_sum(tf.reshape(tf.cast(valid, values.dtype), per_example), axis=1)
+    total = tf.reduce_sum(tf.reshape(kept, per_example), axis=1)
     return total / tf.maximum(count, 1.0)

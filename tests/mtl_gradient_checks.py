@@ -5,8 +5,8 @@
 - `three_task_toy_step`: the same on a linear toy with three regression tasks (solvers, orders and
   closed forms that two tasks do not exercise);
 - `two_replica_difference`: float64 weights after two `fit` steps on two replicas against one
-  device, on a small conv net with synchronized BatchNorm and three tasks;
-- `fits_paper_network`: two `fit` steps of the paper's network at width 2 without NaN.
+  device, on a small conv net with synchronized BatchNorm and three tasks (tests/test_mtl_methods.py
+  runs every registered method on two tasks, and through the paper's network).
 """
 
 import keras
@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from great_tf import mtl
-from test_distributed import BATCH, SIZE, conv_net, max_difference
-from test_mtl import LR, TASKS, sgd, softmax, toy_batch, toy_losses_and_grads, toy_network, toy_weights
+from tests.test_distributed import BATCH, SIZE, conv_net, max_difference
+from tests.test_mtl import (LR, TASKS, sgd, softmax, toy_batch, toy_losses_and_grads, toy_network,
+                            toy_weights)
 
 
 def compile_sgd(model):
@@ -41,9 +42,9 @@ def toy_feature_grads(W, V, x, y):
 
 def toy_step(method, batch_seed=1, prepare=None, **hyperparameters):
     """One train step of `method` on the toy (batch `toy_batch(batch_seed)`), after
-    `prepare(model)` if given (to set a method's state). Returns (model, logs, hand) where `hand` holds the
-    step's inputs computed by hand: W, V, losses J, gradients gW, gV and feature gradients gF
-    (dicts by task) and, per space, the flattened task gradients `vectors[space]` [T, .]."""
+    `prepare(model)` if given (to set a method's state). Returns (model, logs, hand) where `hand`
+    holds the step's inputs computed by hand: W, V, losses J, gradients gW, gV and feature
+    gradients gF (dicts by task) and, per space, the flattened task gradients `vectors[space]`."""
     encoder, decoders = toy_network()
     model = compile_sgd(mtl.build_method(method, encoder, decoders, TASKS, **hyperparameters))
     if prepare is not None:
@@ -165,21 +166,3 @@ def two_replica_difference(method, mirrored, **hyperparameters):
     _, replicated = trained_weights(method, hyperparameters, mirrored)
     assert len(single) == len(replicated)
     return max_difference(initial, single), max_difference(single, replicated)
-
-
-# -- the paper's network ---------------------------------------------------------------------
-def fits_paper_network(method, **hyperparameters):
-    """Two `fit` steps of `build_mtl_model(method, (8, 8, 1), ..., width=2)` + `compile_mtl`:
-    returns the logs, after checking that every weight and logged value is finite."""
-    tasks = (mtl.Task("class", "classification", 10), mtl.Task("auto", "regression", 1))
-    keras.utils.set_random_seed(0)
-    model = mtl.compile_mtl(mtl.build_mtl_model(method, (8, 8, 1), tasks, width=2, **hyperparameters),
-                            steps_per_epoch=2, epochs=1)
-    rng = np.random.default_rng(0)
-    x = rng.random((8, 8, 8, 1)).astype(np.float32)
-    y = {"class": rng.integers(0, 10, 8).astype(np.int32), "auto": x}
-    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    logs = {k: v[-1] for k, v in history.history.items()}
-    assert all(np.isfinite(v) for v in logs.values()), logs
-    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
-    return logs

@@ -20,7 +20,10 @@ def linear():
     w = rng.normal(size=(FEATURES, CLASSES))
     b = rng.normal(size=CLASSES) * 0.1
     x = rng.random((24,) + SHAPE)
-    model = lambda v: tf.matmul(tf.reshape(v, [-1, FEATURES]), tf.constant(w, tf.float32)) + b.astype(np.float32)
+
+    def model(v):
+        return tf.matmul(tf.reshape(v, [-1, FEATURES]), tf.constant(w, tf.float32)) + b.astype(np.float32)
+
     return model, w, b, x.astype(np.float32)
 
 
@@ -40,6 +43,20 @@ def test_checkpoints_follow_the_papers_recursion():
     # Short runs keep at least one step per window.
     is_check, window = attacks.checkpoint_schedule(10)
     assert list(np.flatnonzero(is_check) + 1) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_the_checkpoint_test_halves_on_either_condition():
+    from great_tf.attacks.apgd import should_halve
+
+    # Window of 10 steps: 7 rises is at most 0.75 * 10 (condition 1), 8 is not.
+    rises = tf.constant([7.0, 8.0, 8.0, 8.0, 8.0])
+    halved_before = tf.constant([False, False, True, False, False])
+    best_before = tf.constant([1.0, 1.0, 1.0, 1.0, 2.0])
+    best = tf.constant([1.0, 1.0, 1.0, 1.5, 2.0])
+    # 1: oscillating; 2: no gain and not halved before (condition 2); 3: no gain but halved
+    # before; 4: improved; 5: no gain, not halved before.
+    np.testing.assert_array_equal(should_halve(rises, 10.0, halved_before, best_before, best).numpy(),
+                                  [True, True, False, False, True])
 
 
 # -- a NumPy APGD ---------------------------------------------------------------------------------
@@ -83,7 +100,8 @@ def np_apgd_run(w, b, x, y, t, start, eps, nb_iter, loss):
     grad, value, fooled = evaluate(x_adv)
     x_fooled, x_best, grad_best, best = x_adv.copy(), x_adv.copy(), grad.copy(), value.copy()
     x_prev, step = x_adv.copy(), np.full(len(x), 2.0 * eps)
-    rises, best_at_check, halved_at_check, last_check = np.zeros(len(x)), best.copy(), np.ones(len(x), bool), 0
+    rises, last_check = np.zeros(len(x)), 0
+    best_at_check, halved_at_check = best.copy(), np.ones(len(x), bool)
     expand = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
     for i in range(nb_iter):
         m = 1.0 if i == 0 else 0.75

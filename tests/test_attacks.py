@@ -37,7 +37,8 @@ def test_fgsm_is_clipped_signed_gradient_step(model, data, targeted):
     x, y = data
     sign = -1.0 if targeted else 1.0
     expected = np.clip(x + sign * 0.1 * np.sign(loss_gradient(model, x, y)), 0.0, 1.0)
-    np.testing.assert_allclose(attacks.fgsm(model, x, 0.1, y=y, targeted=targeted).numpy(), expected, atol=1e-6)
+    x_adv = attacks.fgsm(model, x, 0.1, y=y, targeted=targeted).numpy()
+    np.testing.assert_allclose(x_adv, expected, atol=1e-6)
 
 
 def test_untargeted_attack_without_y_uses_the_prediction(model, data):
@@ -77,7 +78,8 @@ def test_targeted_attacks_raise_the_targets_probability(model, data, attack):
 def test_least_likely_labels_are_the_argmin(model, data):
     x, _ = data
     logits = model(tf.constant(x)).numpy()
-    np.testing.assert_array_equal(attacks.least_likely_labels(model, tf.constant(x)).numpy(), logits.argmin(1))
+    worst = attacks.least_likely_labels(model, tf.constant(x)).numpy()
+    np.testing.assert_array_equal(worst, logits.argmin(1))
 
 
 def test_spsa_attacks_without_the_models_gradient():
@@ -282,3 +284,32 @@ def test_random_attacks_do_not_depend_on_the_batch_size(attack, kwargs):
     np.testing.assert_allclose(pieces, whole, atol=1e-6)
     if attack != "spsa":  # (SPSA has no random start; its directions differ, its signs may not)
         assert np.abs(pieces[0] - pieces[3]).max() > 1e-3  # different noise for different examples
+
+
+def test_attacks_on_a_mixed_precision_model_follow_its_float32_twin():
+    # float16 logits: the attack loss is computed in float32 and scaled before the backward pass,
+    # so the gradient's signs agree with those of the same weights in float32.
+    import keras
+
+    from great_tf.precision import use_mixed_precision
+
+    def build():
+        keras.utils.set_random_seed(2)
+        return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+                                 keras.layers.Flatten(), keras.layers.Dense(5)])
+
+    full = build()
+    use_mixed_precision(True)
+    try:
+        mixed = build()
+    finally:
+        use_mixed_precision(False)
+    mixed.set_weights(full.get_weights())
+    x = np.random.default_rng(14).random((8, 8, 8, 3)).astype(np.float32)
+    y = attacks.predict_labels(full, x)
+    agree = np.mean(attacks.fgsm(mixed, x, 0.1, y=y).numpy() == attacks.fgsm(full, x, 0.1, y=y).numpy())
+    assert agree > 0.95
+    for loss in ("ce", "dlr"):
+        x_adv = attacks.apgd(mixed, x, 0.1, nb_iter=10, y=y, loss=loss).numpy()
+        assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
+        assert attacks.accuracy(full, x_adv, y) < 100.0

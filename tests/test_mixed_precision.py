@@ -225,6 +225,7 @@ def test_resume_refuses_to_switch_precision(tmp_path):
     for first, second in ((True, False), (False, True)):
         run_dir = str(tmp_path / f"run_{first}")
         flags.prepare_run_dir(run_dir, args(first, False))
+        flags.mark_started(run_dir)  # the first checkpoint writes the run's config
         flags.prepare_run_dir(run_dir, args(first, True))  # same settings: resumes
         with pytest.raises(GreatError, match="mixed_precision"):
             flags.prepare_run_dir(run_dir, args(second, True))

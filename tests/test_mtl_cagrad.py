@@ -1,4 +1,8 @@
-"""CAGrad (Liu et al. 2021) against its dual solved independently and its primal checked directly."""
+"""CAGrad (Liu et al. 2021) against its dual solved independently and its primal checked directly.
+
+Two replicas against one device (the SciPy solve on the global Gram matrix) and the paper's
+network: tests/test_mtl_methods.py, for every registered method.
+"""
 
 import numpy as np
 import pytest
@@ -7,9 +11,8 @@ from scipy.optimize import minimize_scalar
 
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.cagrad import cagrad_weights
-from mtl_gradient_checks import (assert_three_task_update, assert_toy_update, fits_paper_network,
-                                 logged_weights, three_task_toy_step, toy_step,
-                                 two_replica_difference)
+from tests.mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
+                                       three_task_toy_step, toy_step)
 
 C = 0.4
 
@@ -97,13 +100,3 @@ def test_three_tasks_maximise_the_worst_improvement_within_the_ball():
 def test_bad_hyperparameters_are_one_line_errors(hyperparameters, message):
     with pytest.raises(GreatError, match=message):
         toy_step("cagrad", **hyperparameters)
-
-
-def test_two_replicas_give_the_single_device_step(mirrored, float64):
-    moved, difference = two_replica_difference("cagrad", mirrored)
-    assert moved > 1e-3
-    assert difference < 1e-9
-
-
-def test_cagrad_trains_the_papers_network():
-    fits_paper_network("cagrad")

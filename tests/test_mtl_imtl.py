@@ -1,4 +1,8 @@
-"""IMTL (Liu et al. 2021): IMTL-G's closed form, IMTL-L's learned scales and their hybrid by hand."""
+"""IMTL (Liu et al. 2021): IMTL-G's closed form, IMTL-L's learned scales and their hybrid by hand.
+
+Two replicas against one device and the paper's network: tests/test_mtl_methods.py (every
+registered method, IMTL's default hybrid with its scale optimizer).
+"""
 
 import numpy as np
 import pytest
@@ -6,9 +10,8 @@ import tensorflow as tf
 
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.imtl import imtl_g_weights
-from mtl_gradient_checks import (LR, assert_three_task_update, assert_toy_update,
-                                 fits_paper_network, logged_weights, three_task_toy_step,
-                                 toy_step, two_replica_difference)
+from tests.mtl_gradient_checks import (LR, assert_three_task_update, assert_toy_update,
+                                       logged_weights, three_task_toy_step, toy_step)
 
 S = np.array([0.3, -0.4], np.float32)  # loss scales s_t = log of the weights e^{s_t}
 
@@ -103,14 +106,3 @@ def test_imtl_g_has_no_scales_to_train():
 def test_unknown_variant_is_a_one_line_error():
     with pytest.raises(GreatError, match="unknown IMTL variant 'gl'"):
         toy_step("imtl", variant="gl")
-
-
-def test_two_replicas_give_the_single_device_step(mirrored, float64):
-    moved, difference = two_replica_difference("imtl", mirrored)
-    assert moved > 1e-3
-    assert difference < 1e-9
-
-
-def test_imtl_trains_the_papers_network():
-    logs = fits_paper_network("imtl")
-    assert "train_scale_class" in logs

@@ -129,6 +129,40 @@ def test_the_weights_are_model_state_for_checkpoints():
     assert "nash_alpha/values" not in [v.path for v in model.trainable_weights]
 
 
+def test_a_resumed_run_reuses_the_checkpointed_weights(tmp_path):
+    # Resumed after step 0 (solved), step 1 reuses that alpha: only the checkpoint has it.
+    resumed_equals_uninterrupted(lambda: toy_model(update_weights_every=2), tmp_path)
+
+
+def resumed_equals_uninterrupted(build, tmp_path, steps=3):
+    """`steps` train steps straight, against one step, a checkpoint (great_tf.checkpoints), a
+    fresh model restored from it and the remaining steps: every weight must be equal."""
+    from great_tf import checkpoints
+
+    batches = [toy_batch(seed=30 + i) for i in range(steps)]
+    straight = build()
+    for batch in batches:
+        straight.train_step(batch)
+    first = build()
+    first.train_step(batches[0])
+    path = checkpoints.run_checkpoint(first).write(str(tmp_path / "ckpt"))
+    resumed = build()
+    checkpoints.run_checkpoint(resumed).read(path).assert_consumed()
+    for batch in batches[1:]:
+        resumed.train_step(batch)
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_xla_is_refused_in_one_line():
+    from great_tf.distribute import enable_jit
+
+    model = toy_model()
+    assert model.jit_compile is False
+    with pytest.raises(GreatError, match="XLA"):
+        enable_jit(model)
+
+
 @pytest.mark.parametrize("bad", [{"update_weights_every": 0}, {"max_norm": -1.0}, {"min_weight": -0.1}])
 def test_bad_hyperparameters_are_one_line_errors(bad):
     with pytest.raises(GreatError, match="nashmtl needs"):

@@ -1,4 +1,8 @@
-"""PCGrad (Yu et al. 2020) against gradient surgery done by hand on the task gradients' vectors."""
+"""PCGrad (Yu et al. 2020) against gradient surgery done by hand on the task gradients' vectors.
+
+Every registered method is also trained on two replicas against one device and through the
+paper's network by tests/test_mtl_methods.py; here two replicas run three tasks (random orders).
+"""
 
 import numpy as np
 import pytest
@@ -6,9 +10,8 @@ import tensorflow as tf
 
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.pcgrad import pcgrad_weights, projection_order
-from mtl_gradient_checks import (TASKS, assert_three_task_update, assert_toy_update,
-                                 fits_paper_network, logged_weights, three_task_toy_step,
-                                 toy_step, two_replica_difference)
+from tests.mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
+                                       three_task_toy_step, toy_step, two_replica_difference)
 
 
 def surgery(vectors, order):
@@ -84,9 +87,3 @@ def test_two_replicas_give_the_single_device_step(mirrored, float64):
     moved, difference = two_replica_difference("pcgrad", mirrored)
     assert moved > 1e-3
     assert difference < 1e-9
-
-
-def test_pcgrad_trains_the_papers_network():
-    logs = fits_paper_network("pcgrad")
-    assert {f"train_weight_{t}" for t in ("class", "auto")} <= set(logs)
-

@@ -11,7 +11,8 @@ import tensorflow_datasets as tfds
 
 from great_tf import mtl
 from great_tf.data import nyuv2, train_dataset
-from great_tf.data.mapped import mapped_eval_dataset, mapped_train_dataset
+from great_tf.data.mapped import mapped_eval_dataset, mapped_stream_dataset, mapped_train_dataset
+from great_tf.data.pipeline import stream_dataset
 from great_tf.errors import GreatError
 from great_tf.models.drn import drn_multitask_network
 from great_tf.mtl import dense_metrics as dm
@@ -67,6 +68,18 @@ def test_limit_and_the_validation_split(mock_cache, mock_train):
     np.testing.assert_array_equal(images, mock_train[0][:5])  # the first 5, in TFDS' order
     val_images, _ = mock_load("validation", mock_cache)
     assert len(val_images) == MOCK_EXAMPLES
+
+
+def test_an_interrupted_preparation_leaves_no_cache_behind(tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nyuv2, "write_examples", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mock_load("validation", tmp_path, limit=3)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert len(mock_load("validation", tmp_path, limit=3)[0]) == 3
 
 
 def test_derived_targets_average_only_valid_depth_and_mask_the_rest():
@@ -205,6 +218,33 @@ def test_median_angle_within_one_bin_on_many_pixels():
     assert dm.NormalMedianAngle("empty").result() == 0.0
 
 
+def test_metrics_on_two_replicas_equal_one_device(mirrored):
+    depth, normals, rng = random_batch(6, n=4)
+    depth_out = rng.uniform(0.5, 5.0, depth.shape).astype(np.float32)
+    normals_out = rng.normal(size=normals.shape).astype(np.float32)
+    batch = (depth, depth_out, normals, normals_out)
+
+    def make():
+        return DepthTask().make_metrics(), NormalsTask().make_metrics()
+
+    def update(metrics, d, d_out, n, n_out):
+        for m in metrics[0]:
+            m.update_state(d, d_out)
+        for m in metrics[1]:
+            m.update_state(n, n_out)
+
+    single = make()
+    update(single, *batch)
+    with mirrored.scope():
+        replicated = make()
+    halves = mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tuple(t[2 * ctx.replica_id_in_sync_group: 2 * ctx.replica_id_in_sync_group + 2]
+                          for t in batch))
+    tf.function(lambda values: mirrored.run(lambda *v: update(replicated, *v), args=values))(halves)
+    for ours, theirs in zip(sum(replicated, []), sum(single, [])):
+        np.testing.assert_allclose(ours.result(), theirs.result(), rtol=1e-6, err_msg=ours.name)
+
+
 def test_every_metric_declares_its_direction():
     tasks = (DepthTask(), NormalsTask())
     for task in tasks:
@@ -217,15 +257,19 @@ def test_every_metric_declares_its_direction():
 
 
 # -- the memory-mapped pipeline -----------------------------------------------------------------
-def test_mapped_pipeline_gives_the_batches_of_the_in_memory_one():
+def test_mapped_pipeline_gives_the_batches_of_the_in_memory_stream():
     rng = np.random.default_rng(5)
-    arrays = (rng.random((10, 4, 4, 3)).astype(np.float32), {"d": rng.random((10, 2, 2, 1)).astype(np.float32)})
-    ours = list(mapped_train_dataset(arrays, 3, seed=7, epochs=2, initial_epoch=1))
-    theirs = list(train_dataset(arrays, 3, seed=7, epochs=2, initial_epoch=1))
-    assert len(ours) == len(theirs) == 3
-    for (x, y), (x2, y2) in zip(ours, theirs):
-        np.testing.assert_array_equal(x, x2)
-        np.testing.assert_array_equal(y["d"], y2["d"])
+    arrays = (rng.random((10, 4, 4, 3)).astype(np.float32),
+              {"d": rng.random((10, 2, 2, 1)).astype(np.float32)})
+    pairs = [(mapped_stream_dataset(arrays, 3, 7, 2, 7), stream_dataset(arrays, 3, 7, 2, 7)),
+             (mapped_train_dataset(arrays, 3, 7, epochs=3, initial_epoch=1, steps=2),
+              train_dataset(arrays, 3, 7, epochs=3, initial_epoch=1, steps=2))]
+    for ours, theirs in pairs:  # batches 2..6 cross data epochs 0, 1, 2 (3 batches each)
+        ours, theirs = list(ours), list(theirs)
+        assert len(ours) == len(theirs) > 3
+        for (x, y), (x2, y2) in zip(ours, theirs):
+            np.testing.assert_array_equal(x, x2)
+            np.testing.assert_array_equal(y["d"], y2["d"])
     images = (rng.random((5, 2, 2, 3)) * 255).astype(np.uint8)
     (x, y), = list(mapped_eval_dataset((images, {"d": arrays[1]["d"][:5]}), 8))
     np.testing.assert_allclose(x, images / 255.0, rtol=1e-6)
@@ -235,14 +279,18 @@ def test_mapped_pipeline_gives_the_batches_of_the_in_memory_one():
 # -- every method end to end --------------------------------------------------------------------
 @pytest.mark.parametrize("method", mtl.available_methods())
 def test_every_method_trains_and_evaluates_on_mock_nyuv2(method, mock_train):
+    """Eagerly, to keep 13 methods within seconds each (tracing the step costs 3-4x more at
+    this size); the graph-mode step runs in the TensorBoard test below and in each method's own
+    tests."""
     benchmark = get_benchmark("nyu_depth_v2")
     keras.utils.set_random_seed(0)
     model = mtl.build_mtl_model(method, mock_train[0].shape[1:], benchmark.tasks, 2,
                                 network=benchmark.network)
     mtl.compile_mtl(model, steps_per_epoch=2, epochs=1)
+    model.run_eagerly = True
     model.fit(benchmark.train_dataset(mock_train, 4, seed=0, epochs=1), epochs=1,
-              steps_per_epoch=2, verbose=0)
-    scores = model.evaluate(benchmark.eval_dataset(mock_train, 6), return_dict=True, verbose=0)
+              steps_per_epoch=1, verbose=0, shuffle=False)
+    scores = model.evaluate(benchmark.eval_dataset(mock_train, 12), return_dict=True, verbose=0)
     names = [name for task in benchmark.tasks for name in task.metric_labels()]
     assert len(names) == 9
     for name in names + ["depth_loss", "normals_loss"]:
@@ -262,7 +310,7 @@ def test_tensorboard_shows_depth_and_normals_next_to_their_targets(tmp_path, moc
     assert probe[0].dtype == np.float32 and probe[0].max() <= 1.0
     callback = DensePredictionImages(str(tmp_path), probe, benchmark.tasks, max_images=2)
     model.fit(benchmark.train_dataset(mock_train, 4, seed=0, epochs=1), epochs=1,
-              steps_per_epoch=1, verbose=0, callbacks=[callback])
+              steps_per_epoch=1, verbose=0, shuffle=False, callbacks=[callback])
     events = read_events(str(tmp_path / "images"))
     for tag, width in (("images/depth", 2 * TARGET + SEPARATOR),
                        ("images/normals", 2 * TARGET + SEPARATOR), ("images/input", IMAGE)):

@@ -6,12 +6,14 @@ import os
 
 import pytest
 
+from great_tf.evaluation import column_names
 from great_tf.summaries import read_events
 from trainers import defense
 
 TINY = ["--width", "4", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "8",
         "--train-limit", "32", "--attack-limit", "8", "--spsa-limit", "4", "--spsa-samples", "2",
-        "--iterations", "2", "--restarts", "1", "--eps-grid", "0", "0.1", "--verbose", "0"]
+        "--iterations", "2", "--restarts", "1", "--eps-grid", "0", "0.1", "--verbose", "0",
+        "--apgd-iterations", "3", "--apgd-targets", "2", "--square-queries", "10"]
 
 
 def needs_cifar10():
@@ -24,26 +26,35 @@ def needs_cifar10():
 def test_trainer_end_to_end_writes_table_figures_events_and_reevaluates(tmp_path):
     needs_cifar10()
     logdir = str(tmp_path / "run")
-    defense.main(["--dataset", "cifar10", "--method", "baseline", "--logdir", logdir, *TINY])
+    # The baseline is the transfer attack's surrogate; the paper's columns suffice for it.
+    defense.main(["--dataset", "cifar10", "--method", "baseline", "--logdir", logdir, *TINY,
+                  "--attacks", "paper"])
     rows = defense.main(["--dataset", "cifar10", "--method", "great+ce", "--logdir", logdir, *TINY])
     row = rows[0]
-    for column in defense.PAPER_COLUMNS + defense.CHECK_COLUMNS:
+    for column in column_names("all"):  # the default: every column
         assert 0.0 <= row[column] <= 100.0, column  # the baseline run is the transfer surrogate
     for name in ("robustness.md", "robustness.csv", "accuracy_vs_eps.png", "saliency.png"):
         assert os.path.getsize(os.path.join(logdir, name)) > 0, name
     markdown = open(os.path.join(logdir, "robustness.md"), encoding="utf-8").read()
-    assert "[0, 1] pixel scale" in markdown and "Transfer iFGSM" in markdown
+    assert "[0, 1] pixel scale" in markdown and "Transfer iFGSM" in markdown and "APGD-T" in markdown
+    assert ("great+ce: no gradient-masking check fired" in markdown
+            or "great+ce: gradient masking suspected" in markdown)  # the findings, under the table
+    assert {f["check"] for f in row["findings"]} >= {"zero-gradients", "unbounded-attack"}
     with open(os.path.join(logdir, "robustness.csv"), encoding="utf-8") as f:
-        assert next(csv.reader(f)) == defense.COLUMNS
+        assert next(csv.reader(f)) == ["method", *column_names("all"), "train s"]
     events = read_events(os.path.join(logdir, "great+ce"))
     tags = set(events)
     assert any(t.endswith("epoch_aux_accuracy") for t in tags)
     assert any(t.endswith("schedule/alpha") for t in tags) and any(t.endswith("schedule/beta") for t in tags)
     assert any("input_gradient/values" in t for t in tags)
-    # The saved model evaluates again, without training, to the same clean accuracy.
-    again, _ = defense.evaluate_saved(defense.parse_args(
-        ["--evaluate", os.path.join(logdir, "great+ce"), *TINY]))
+    # The saved model evaluates again, without training, to the same clean accuracy and, with the
+    # strong attacks only, the same strong columns.
+    again, text = defense.evaluate_saved(defense.parse_args(
+        ["--evaluate", os.path.join(logdir, "great+ce"), *TINY, "--attacks", "strong"]))
     assert again[0]["No attack"] == pytest.approx(row["No attack"])
+    for column in column_names("strong"):
+        assert again[0][column] == pytest.approx(row[column]), column
+    assert "FGSM" not in again[0] and "AA" in text
     assert os.path.exists(os.path.join(logdir, "great+ce", "evaluation", "robustness.md"))
 
 

@@ -33,8 +33,6 @@ PRESETS = {
               "attack_limit": None, "spsa_limit": 1000, "apgd_iterations": 100, "apgd_restarts": 1,
               "apgd_targets": 9, "square_queries": 5000},
 }
-DATASETS = ("cifar10", "svhn_cropped", "mnist")
-EPS = {"cifar10": 0.1, "svhn_cropped": 0.2, "mnist": 0.2}  # Tables 1 and 2; mnist: our choice
 EPS_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 SALIENCY_IMAGES = 3
 
@@ -44,13 +42,14 @@ def parse_args(argv=None):
 
     parser = flags.base_parser(
         "python -m trainers.defense", "Adversarial defense with GREAT/GREACE (Algorithm 1) and baselines.",
-        datasets=DATASETS, methods=MODES, default_dataset="cifar10")
+        datasets=None, methods=MODES, default_dataset="cifar10")
     parser.add_argument("--evaluate", metavar="PATH",
                         help="evaluate a saved model (a method's run folder or its model.keras), no training")
     parser.add_argument("--attacks", default="all", choices=("paper", "strong", "all"),
                         help="table columns: paper (Table 1), strong (APGD-CE, APGD-T, Square, AA), "
                         "all (both, plus PGD, transfer and SPSA; default)")
-    parser.add_argument("--eps", type=float, help="attack eps (default: 0.1 cifar10, 0.2 svhn_cropped/mnist)")
+    parser.add_argument("--eps", type=float, help="attack eps (default: the paper's 0.1 cifar10, 0.2 svhn_cropped; 0.2 mnist and other "
+                        "grayscale sets, 0.1 other colour sets)")
     parser.add_argument("--pixel-scale", type=float, default=1.0,
                         help="eps values are on the [0, PIXEL_SCALE] scale (default 1: images in [0, 1])")
     parser.add_argument("--iterations", type=flags.positive_int, default=10, help="iFGSM/PGD/SPSA steps k")
@@ -72,7 +71,7 @@ def parse_args(argv=None):
     parser.add_argument("--eps-grid", type=float, nargs="+", default=list(EPS_GRID),
                         help="eps values of the accuracy-against-eps plot (pixel scale as --eps)")
     parser.add_argument("--alpha-max", type=float, default=ALPHA_MAX)
-    parser.add_argument("--beta-max", type=float, help="default: 2 cifar10, 10 svhn_cropped and mnist")
+    parser.add_argument("--beta-max", type=float, help="default: 2 cifar10 and other colour sets, 10 svhn_cropped, mnist and other grayscale sets")
     parser.add_argument("--fgsm-train-eps", type=float, default=FGSM_TRAIN_EPS,
                         help="FGSM eps of adversarial training (pixel scale as --eps; paper 0.2)")
     parser.add_argument("--surrogate", help="undefended model.keras for the transfer attack "
@@ -83,13 +82,17 @@ def parse_args(argv=None):
 
 
 def check_args(args):
-    from great_tf.defense import BETA_MAX
+    """Fills eps and beta_max from the data set (the paper's values, or the rule by channels:
+    great_tf.data.classification) and checks every eps against the pixel scale."""
+    from great_tf.data.classification import classification_info
     from great_tf.errors import GreatError
 
     if args.pixel_scale <= 0:
         raise GreatError(f"--pixel-scale must be positive, got {args.pixel_scale}")
-    args.eps = EPS[args.dataset] if args.eps is None else args.eps
-    args.beta_max = BETA_MAX[args.dataset] if args.beta_max is None else args.beta_max
+    info = classification_info(args.dataset, args.data_dir)
+    args.eps = info.eps * args.pixel_scale if args.eps is None else args.eps
+    args.beta_max = info.beta_max if args.beta_max is None else args.beta_max
+    args.num_classes = info.num_classes
     for name in ("eps", "eps_iter", "fgsm_train_eps"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= args.pixel_scale:
@@ -160,7 +163,7 @@ def train_method(method, args, train, test):
     """Trains one method (resuming if asked), saves its main network, returns its evaluated row."""
     import keras
 
-    from great_tf.data import eval_dataset, num_examples, take, train_dataset
+    from great_tf.data import eval_dataset, num_examples, take
     from great_tf.data.augment import augment_images
     from great_tf.defense import build_defense
     from great_tf.summaries import DefenseSummaries
@@ -178,19 +181,17 @@ def train_method(method, args, train, test):
 
     keras.utils.set_random_seed(args.seed)
     steps = flags.epoch_steps(num_examples(train), args)
-    num_classes = int(train[1].max()) + 1
     model = flags.build_in_scope(args, lambda: build_defense(
-        method, train[0].shape[1:], num_classes, args.width, steps, args.epochs,
+        method, train[0].shape[1:], args.num_classes, args.width, steps, args.epochs,
         alpha_max=args.alpha_max, beta_max=args.beta_max, fgsm_eps=unit(args.fgsm_train_eps, args)))
     # The paper's defense augmentation: pad 4 and random crop, no flips (supplement).
     augment = augment_images(pad=4, flip=False)
     print(f"[{method}] training {args.epochs} epochs of {steps} steps, batch {args.batch_size}, "
           f"width {args.width}; logs in {run_dir}", flush=True)
     seconds, _ = flags.fit_resumable(
-        model, run_dir, args,
-        lambda initial_epoch: train_dataset(train, args.batch_size, args.seed, args.epochs,
-                                            initial_epoch, augment),
-        eval_dataset(test, 256), args.epochs, steps, [DefenseSummaries(run_dir, probe=take(test, 32))])
+        model, run_dir, args, train,
+        eval_dataset(test, 256), args.epochs, steps, [DefenseSummaries(run_dir, probe=take(test, 32))],
+        augment=augment)
     model.main.save(os.path.join(run_dir, "model.keras"))
     print(f"[{method}] attacking...", flush=True)
     report = evaluate(model.main, train, test, args, load_surrogate(args))

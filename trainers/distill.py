@@ -117,8 +117,8 @@ def train_teacher(args, data):
     print(f"[teacher {args.train_teacher}] {args.teacher_epochs} epochs of {steps} steps, batch "
           f"{args.batch_size}, width {args.width}; logs in {run_dir}", flush=True)
     seconds, _ = flags.fit_resumable(
-        model, run_dir, args, data.train_dataset(data.train, args.batch_size, args.seed, args.teacher_epochs),
-        data.test_dataset(args.batch_size), args.teacher_epochs, steps)
+        model, run_dir, args, data.train, data.test_dataset(args.batch_size), args.teacher_epochs, steps,
+        augment=data.augment)
     net["teacher"].save(path)
     result = {"teacher": args.train_teacher, "test accuracy": accuracy(model, data, args),
               "train s": round(seconds, 1), "path": path}
@@ -164,8 +164,8 @@ def train_student(method, fraction, args, data, teacher):
     print(f"{name} {len(train[1])} images, {epochs} epochs of {steps} steps, batch "
           f"{args.batch_size}, {params or 'CE only'}; logs in {run_dir}", flush=True)
     seconds, epochs_now = flags.fit_resumable(
-        model, run_dir, args, data.train_dataset(train, args.batch_size, args.seed, epochs),
-        data.test_dataset(args.batch_size), epochs, steps, [DistillationSummaries(run_dir, probe=data.probe())])
+        model, run_dir, args, train, data.test_dataset(args.batch_size), epochs, steps,
+        [DistillationSummaries(run_dir, probe=data.probe())], augment=data.augment)
     built["student"].save(os.path.join(run_dir, "student.keras"))
     images = epochs_now * steps * args.batch_size
     result = {"method": method, "fraction": fraction, "test accuracy": accuracy(model, data, args),

@@ -54,7 +54,7 @@ def train_method(method, args, benchmark, train, test):
     import keras
 
     from great_tf import mtl
-    from great_tf.data import eval_dataset, num_examples, take, train_dataset
+    from great_tf.data import eval_dataset, num_examples, take
     from great_tf.summaries import MultiTaskSummaries
 
     run_dir = os.path.join(args.logdir, method)
@@ -74,9 +74,7 @@ def train_method(method, args, benchmark, train, test):
     print(f"[{method}] training {args.epochs} epochs of {steps} steps, batch {args.batch_size}, "
           f"width {args.width}; logs in {run_dir}", flush=True)
     seconds, epochs_now = flags.fit_resumable(
-        model, run_dir, args,
-        lambda initial_epoch: train_dataset(train, args.batch_size, args.seed, args.epochs, initial_epoch),
-        test_ds, args.epochs, steps, [MultiTaskSummaries(run_dir, probe=take(test, 32))])
+        model, run_dir, args, train, test_ds, args.epochs, steps, [MultiTaskSummaries(run_dir, probe=take(test, 32))])
     scores = model.evaluate(test_ds, return_dict=True, verbose=0)
     trained = epochs_now * steps * args.batch_size
     result = {"method": method}

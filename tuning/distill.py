@@ -8,7 +8,10 @@ The objective is the student's accuracy on a held-out validation split carved (s
 seeded) from the training set; test accuracy is recorded for every trial but never used to choose.
 Every trial starts from the same student initialisation, so the spread across trials measures the
 hyperparameters alone. Tuner state lives in `<logdir>/tuner/<project>`: running the same command
-again resumes a stopped sweep (an interrupted trial is rerun); `--overwrite` starts over.
+again resumes a stopped sweep, and an interrupted trial continues from its last finished epoch
+(each trial checkpoints every epoch like a trainer's run, so a resumed trial gives the result of an
+uninterrupted one: docs/design.md#resume); `--overwrite` starts over. One sweep per --logdir at a
+time. Flags take `--strategy`, `--cpu-replicas`, `--jit` and `--mixed-precision` like the trainers.
 
 The paper's claim under test: GREAT's single alpha = 0.1 transfers across pairs and regimes,
 while distillation's T and alpha must be searched per pair and regime.
@@ -48,7 +51,7 @@ def float_list(text):
 def parse_args(argv=None):
     from great_tf.distill.experiment import STUDENTS
 
-    parser = argparse.ArgumentParser(prog="python -m tuning.distill", description=__doc__.split("\n")[0])
+    parser = flags.OneLineParser(prog="python -m tuning.distill", description=__doc__.split("\n")[0])
     parser.add_argument("--search", default="all", choices=(*SEARCHES, "all"))
     parser.add_argument("--tuner", default="grid", choices=("grid", "bayesian"))
     parser.add_argument("--max-trials", type=flags.positive_int,
@@ -73,9 +76,10 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir")
     parser.add_argument("--image-size", type=int, default=64, choices=(64, 224))
     parser.add_argument("--logdir")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=flags.seed_type, default=0)
     parser.add_argument("--overwrite", action="store_true", help="discard saved tuner state")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
+    flags.add_runtime_flags(parser)
     args = flags.apply_preset(parser.parse_args(argv), PRESETS)
     args.logdir = args.logdir or os.path.join("runs", "tuning", args.dataset)
     return args
@@ -97,26 +101,37 @@ def make_hypermodel(method, args, data, train, val, teacher):
     import keras_tuner as kt
 
     from great_tf import distill
-    from great_tf.data import eval_dataset, train_dataset
+    from great_tf.data import eval_dataset
     from great_tf.distill.experiment import build_discriminator, build_network, student_width
 
     grid = search_space(method, args)
     steps = flags.epoch_steps(len(train[1]), args)
+    # A trial is a run of its own: resumed from its checkpoint when the sweep restarts, never cut
+    # short by --stop-after (the tuner would record a half-trained score).
+    trial_args = argparse.Namespace(**{**vars(args), "resume": True, "resume_if_present": True,
+                                       "stop_after": None})
 
     class DistillHyperModel(kt.HyperModel):
         def build(self, hp):
             params = {name: hp.Choice(name, values) for name, values in grid.items()}
             keras.utils.set_random_seed(args.seed)
             width = student_width(args.student, args.student_width, args.width)
-            student = build_network(args.student, data.input_shape, data.num_classes, width)
-            disc = build_discriminator(args.student, data.input_shape, width) if method == "great" else None
-            model = distill.build_distiller(method, student, teacher, disc, **params)
-            return distill.compile_distiller(model, steps, args.epochs)
 
-        def fit(self, hp, model, *fit_args, **kwargs):
-            # The tuner's own best-epoch checkpoints are not needed (we report per-trial scores).
-            model.fit(train_dataset(train, args.batch_size, args.seed, args.epochs, 0, data.augment),
-                      epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose)
+            def build_trial():
+                student = build_network(args.student, data.input_shape, data.num_classes, width)
+                disc = build_discriminator(args.student, data.input_shape, width) if method == "great" else None
+                model = distill.build_distiller(method, student, teacher, disc, **params)
+                return distill.compile_distiller(model, steps, args.epochs)
+
+            return flags.build_in_scope(args, build_trial)
+
+        def fit(self, hp, model, *fit_args, trial_dir=None, **kwargs):
+            # The tuner's own best-epoch checkpoints are not needed (we report per-trial scores);
+            # ours, one per epoch, let an interrupted trial continue where it stood.
+            run_dir = os.path.join(trial_dir, "run")
+            flags.prepare_run_dir(run_dir, trial_args, {"method": method, **hp.values})
+            flags.fit_resumable(model, run_dir, trial_args, train, None, args.epochs, steps,
+                                augment=data.augment, tensorboard=False)
             return {
                 "val_accuracy": score(model, eval_dataset(val, args.batch_size)),
                 "test_accuracy": score(model, data.test_dataset(args.batch_size)),
@@ -129,16 +144,35 @@ def score(model, dataset):
     return 100.0 * float(model.evaluate(dataset, return_dict=True, verbose=0)["accuracy"])
 
 
+def with_trial_dirs(tuner_class):
+    """`tuner_class` whose trials hand their folder to `HyperModel.fit` (as `trial_dir`), where
+    the trial keeps its per-epoch checkpoints."""
+
+    class TrialDirTuner(tuner_class):
+        def run_trial(self, trial, *args, **kwargs):
+            return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id), **kwargs)
+
+    TrialDirTuner.__name__ = tuner_class.__name__
+    return TrialDirTuner
+
+
 def make_tuner(method, args, hypermodel):
+    import json
+
     import keras_tuner as kt
 
     objective = kt.Objective("val_accuracy", direction="max")
     project = f"{method}_{args.student}_{100 * args.fraction:g}pct"
     common = {"objective": objective, "directory": os.path.join(args.logdir, "tuner"),
               "project_name": project, "overwrite": args.overwrite, "seed": args.seed}
-    if args.tuner == "grid":
-        return kt.GridSearch(hypermodel, max_trials=args.max_trials, **common)
-    return kt.BayesianOptimization(hypermodel, max_trials=args.max_trials or 10, **common)
+    try:
+        if args.tuner == "grid":
+            return with_trial_dirs(kt.GridSearch)(hypermodel, max_trials=args.max_trials, **common)
+        return with_trial_dirs(kt.BayesianOptimization)(hypermodel, max_trials=args.max_trials or 10, **common)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, RuntimeError) as err:
+        folder = os.path.join(args.logdir, "tuner", project)
+        raise GreatError(f"the tuner state in {folder} is unreadable ({type(err).__name__}; a sweep "
+                         f"killed while saving it?): run with --overwrite to start this sweep over") from None
 
 
 def completed_trials(tuner):
@@ -206,7 +240,8 @@ def load(args):
     from great_tf.distill.experiment import load_distill_data
 
     data = load_distill_data(args.dataset, args.data_dir, args.train_limit)
-    teacher = distill.load_teacher(args.teacher, data.num_classes, data.input_shape)
+    with args.distribution.scope():
+        teacher = distill.load_teacher(args.teacher, data.num_classes, data.input_shape)
     rest, val = stratified_split(data.train, data.train[1], args.val_fraction, args.seed)
     from great_tf.data import stratified_subset
 
@@ -240,6 +275,7 @@ def write_tables(rows, trial_rows, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    flags.setup_runtime(args)
     data, train, val, teacher = load(args)
     methods = SEARCHES if args.search == "all" else (args.search,)
     rows, trial_rows = [], []

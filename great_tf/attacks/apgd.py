@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from great_tf.attacks.utils import (as_input, attack_labels, check_classes, check_count, check_eps,
-                                    loss_gradient, per_example_uniform, project, resolve_ids,
-                                    resolve_loss, rows, targeted_dlr_loss)
+                                    compiled_per_model, loss_gradient, per_example_uniform, project,
+                                    resolve_ids, resolve_loss, rows, targeted_dlr_loss)
 from great_tf.errors import GreatError
 
 RHO = 0.75  # condition (1): halve the step if the loss rose in at most this share of the steps
@@ -59,7 +59,14 @@ def _objective(loss_fn, mode, labels, targets, logits):
     return -loss_fn(targets, logits)
 
 
-@tf.function(reduce_retracing=True)
+def should_halve(rises, window, halved_before, best_before, best):
+    """Algorithm 1's checkpoint test, per example: (1) the loss rose in at most RHO of the
+    `window` steps since the previous checkpoint, or (2) the step was not halved there and the
+    best loss has not improved since (`best_before` is the best loss at that checkpoint)."""
+    return (rises <= RHO * window) | (~halved_before & (best_before >= best))
+
+
+@compiled_per_model
 def _apgd_run(model_fn, x, labels, targets, start, eps, clip_min, clip_max, is_check, window,
               loss_fn, mode):
     """One APGD run from `start`: (last misclassified point, misclassified?, best point, best loss)."""
@@ -93,9 +100,7 @@ def _apgd_run(model_fn, x, labels, targets, start, eps, clip_min, clip_max, is_c
         grad_best = tf.where(rows(better, x), grad, grad_best)
         loss_best = tf.where(better, value, loss_best)
         if is_check[i]:
-            oscillating = rises <= RHO * window[i]
-            stalled = loss_at_check > loss_best + 1e9
-            halve = oscillating | stalled
+            halve = should_halve(rises, window[i], reduced_at_check, loss_at_check, loss_best)
             step = tf.where(halve, step / 2.0, step)
             x_adv = tf.where(rows(halve, x), x_best, x_adv)
             grad = tf.where(rows(halve, x), grad_best, grad)

@@ -39,7 +39,8 @@ def autoattack(model_fn, x, eps, y=None, nb_iter=100, restarts=1, nb_targets=9, 
     x_clean = x.numpy()
     x_adv = x_clean.copy()
     still_correct = correct(model_fn, x_clean, labels, batch_size)
-    for _, attack, kwargs in components(nb_iter, restarts, min(nb_targets, num_classes - 1), nb_queries, seed):
+    nb_targets = min(nb_targets, num_classes - 1)
+    for _, attack, kwargs in components(nb_iter, restarts, nb_targets, nb_queries, seed):
         todo = np.flatnonzero(still_correct)
         if todo.size == 0:
             break

@@ -2,11 +2,11 @@
 
 import tensorflow as tf
 
-from great_tf.attacks.utils import (as_input, attack_labels, check_eps, direction, resolve_loss,
-                                    signed_gradient)
+from great_tf.attacks.utils import (as_input, attack_labels, check_eps, compiled_per_model,
+                                    direction, resolve_loss, signed_gradient)
 
 
-@tf.function(reduce_retracing=True)
+@compiled_per_model
 def _fgsm(model_fn, x, labels, eps, sign, clip_min, clip_max, loss_fn):
     step = sign * eps * signed_gradient(model_fn, x, labels, loss_fn)
     return tf.clip_by_value(x + step, clip_min, clip_max)

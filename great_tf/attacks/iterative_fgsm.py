@@ -3,12 +3,12 @@
 
 import tensorflow as tf
 
-from great_tf.attacks.utils import (as_input, attack_labels, check_count, check_eps, default_eps_iter,
-                                    direction, project, resolve_ids, random_start, resolve_loss,
-                                    signed_gradient)
+from great_tf.attacks.utils import (as_input, attack_labels, check_count, check_eps,
+                                    compiled_per_model, default_eps_iter, direction, project,
+                                    random_start, resolve_ids, resolve_loss, signed_gradient)
 
 
-@tf.function(reduce_retracing=True)
+@compiled_per_model
 def iterate(model_fn, x, labels, eps, eps_iter, nb_iter, sign, clip_min, clip_max, loss_fn, start):
     """`nb_iter` signed steps from `start`, each projected onto the eps-ball and pixel range."""
     x_adv = project(start, x, eps, clip_min, clip_max)

@@ -7,11 +7,11 @@ directions, so a defense that obfuscates its gradient cannot mislead it.
 import tensorflow as tf
 
 from great_tf.attacks.utils import (as_input, attack_labels, check_count, check_eps, check_positive,
-                                    default_eps_iter, direction, margin_loss, per_example_uniform,
-                                    project, resolve_ids)
+                                    compiled_per_model, default_eps_iter, direction, margin_loss,
+                                    per_example_uniform, project, resolve_ids)
 
 
-@tf.function(reduce_retracing=True)
+@compiled_per_model
 def _spsa(model_fn, x, labels, eps, eps_iter, nb_iter, sign, clip_min, clip_max, delta, num_samples,
           seed, ids):
     x_adv = x

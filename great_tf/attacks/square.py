@@ -23,8 +23,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from great_tf.attacks.utils import (as_input, attack_labels, check_count, check_eps, margin_loss,
-                                    per_example_uniform, project, resolve_ids, rows)
+from great_tf.attacks.utils import (as_input, attack_labels, check_count, check_eps,
+                                    compiled_per_model, margin_loss, per_example_uniform, project,
+                                    resolve_ids, rows)
 from great_tf.errors import GreatError
 
 P_INIT = 0.8
@@ -46,8 +47,8 @@ def p_schedule(iteration, nb_queries, p_init=P_INIT, rescale_schedule=False):
 
 def square_sizes(nb_queries, height, width, p_init=P_INIT, rescale_schedule=False):
     """The side of the square at every iteration: max(round(sqrt(p * h * w)), 1), at most min(h, w)."""
-    sides = [max(int(round(math.sqrt(p_schedule(i, nb_queries, p_init, rescale_schedule) * height * width))), 1)
-             for i in range(nb_queries)]
+    p = [p_schedule(i, nb_queries, p_init, rescale_schedule) for i in range(nb_queries)]
+    sides = [max(int(round(math.sqrt(fraction * height * width))), 1) for fraction in p]
     return np.minimum(np.asarray(sides, np.int32), min(height, width))
 
 
@@ -56,7 +57,7 @@ def _margin(model_fn, x, labels):
     return -margin_loss(labels, model_fn(x))
 
 
-@tf.function(reduce_retracing=True)
+@compiled_per_model
 def _search(model_fn, x, labels, x_best, margin, randoms, sides, eps, clip_min, clip_max):
     """`len(sides)` iterations of the random search on one chunk; `randoms` is [B, len(sides), 2 + C]."""
     height, width = tf.shape(x)[1], tf.shape(x)[2]

@@ -17,7 +17,9 @@ Conventions, the same for every attack of the package:
   example gets the same noise whatever batch it is in and `batched` equals one big batch.
 """
 
+import functools
 import inspect
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +32,28 @@ from great_tf.precision import full_precision
 # input gradient is taken, so that small float16 gradients do not underflow to 0 (a sign of 0 is
 # no step: an attack weakened by rounding). Only the gradient's sign is used.
 FLOAT16_LOSS_SCALE = 2.0**8
+
+def compiled_per_model(python_fn):
+    """`python_fn(model_fn, ...)` compiled (`tf.function`), with one compiled function per model.
+
+    Each model needs its own traces anyway; keeping them in separate functions stops TensorFlow
+    from warning about "frequent retracing" when one evaluation attacks several models.
+    """
+    functions = weakref.WeakKeyDictionary()
+
+    @functools.wraps(python_fn)
+    def call(model_fn, *args):
+        try:
+            compiled = functions[model_fn]
+        except (KeyError, TypeError):  # TypeError: a model_fn that cannot be weakly referenced
+            compiled = tf.function(python_fn, reduce_retracing=True)
+            try:
+                functions[model_fn] = compiled
+            except TypeError:
+                pass
+        return compiled(model_fn, *args)
+    return call
+
 
 # -- arguments ------------------------------------------------------------------------------------
 
@@ -286,9 +310,8 @@ def batched(attack, model_fn, x, y=None, batch_size=256, example_ids=None, **kwa
     return np.concatenate(out, 0)
 
 
-_predict = tf.function(predicted_labels, reduce_retracing=True)
-_least_likely = tf.function(lambda model_fn, x: tf.argmin(model_fn(x), axis=-1, output_type=tf.int32),
-                            reduce_retracing=True)
+_predict = compiled_per_model(predicted_labels)
+_least_likely = compiled_per_model(lambda model_fn, x: tf.argmin(model_fn(x), axis=-1, output_type=tf.int32))
 
 
 def _per_batch(fn, model_fn, x, batch_size):

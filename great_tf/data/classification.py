@@ -20,7 +20,7 @@ import re
 import numpy as np
 
 from great_tf.data.pipeline import take
-from great_tf.data.tfds_io import resolve_data_dir
+from great_tf.data.tfds_io import resolve_data_dir, tfds_errors, tfds_failure
 from great_tf.errors import GreatError
 
 READ_CHUNK = 4096
@@ -173,12 +173,18 @@ def read_split(builder, name, split, keys, data_dir):
             raise
         known = ", ".join(sorted(builder.info.splits.keys())) or "unknown"
         raise GreatError(f"data set {name!r} has no split {split!r} (its splits: {known})") from None
+    except KeyError as err:  # TFDS' "splits is empty": a folder with no prepared files
+        failure = tfds_failure(err, name, split, builder.data_dir)
+        if failure is None:
+            raise
+        raise failure from None
     image_key, label_key = keys
     dataset = dataset.map(lambda example: (example[image_key], example[label_key]))
     # Chunked rather than batch_size=-1, which aborts under tfds.testing.mock_data.
     import tensorflow_datasets as tfds
 
-    chunks = list(tfds.as_numpy(dataset.batch(READ_CHUNK)))
+    with tfds_errors(name, split, data_dir):  # truncated, corrupt or missing files: one line
+        chunks = list(tfds.as_numpy(dataset.batch(READ_CHUNK)))
     if not chunks:
         raise GreatError(f"data set {name!r} split {split!r} is empty")
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])

@@ -96,8 +96,8 @@ def _tangent(points, valid, axis):
     after_ok = shifted(mask, 1, False) & mask
     before_ok = shifted(mask, -1, False) & mask
     central = (after - before) / 2.0
-    tangent = np.where(after_ok & before_ok, central,
-                       np.where(after_ok, after - points, np.where(before_ok, points - before, 0.0)))
+    one_sided = np.where(after_ok, after - points, np.where(before_ok, points - before, 0.0))
+    tangent = np.where(after_ok & before_ok, central, one_sided)
     return tangent, (after_ok | before_ok)[..., 0]
 
 

@@ -127,6 +127,22 @@ def cache_folder(split, limit, image_size, target_size, count, folder, digest, c
     return os.path.join(cache_dir or default_cache_dir(), name)
 
 
+def write_examples(dataset, arrays, image_size, target_size):
+    """Resizes and derives every example of `dataset` into `arrays`; returns how many."""
+    def resize(example):
+        return resize_images(example["image"][None], image_size)[0], example["depth"]
+
+    start = 0
+    batches = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(PREPARE_CHUNK)
+    for images, depth in batches.prefetch(2):
+        end = start + len(images)
+        arrays["image"][start:end] = images.numpy()
+        depth_target, normals = derived_targets(depth, target_size)
+        arrays["depth"][start:end], arrays["normals"][start:end] = depth_target, normals
+        start = end
+    return start
+
+
 def prepare(dataset, count, path, image_size, target_size):
     """One streaming pass over the split: writes image.npy, depth.npy and normals.npy to `path`
     (into a temporary folder first, renamed when complete, so readers never see half a cache)."""
@@ -147,19 +163,16 @@ def prepare(dataset, count, path, image_size, target_size):
                          f"({err.strerror}): set GREAT_TF_CACHE to a writable folder with room "
                          f"for it") from None
 
-    def resize(example):
-        return resize_images(example["image"][None], image_size)[0], example["depth"]
-
-    start = 0
-    batches = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(PREPARE_CHUNK)
-    for images, depth in batches.prefetch(2):
-        end = start + len(images)
-        arrays["image"][start:end] = images.numpy()
-        arrays["depth"][start:end], arrays["normals"][start:end] = derived_targets(depth, target_size)
-        start = end
-    if start != count:
+    try:
+        written = write_examples(dataset.take(count), arrays, image_size, target_size)
+    except BaseException:  # interrupted or out of disk: leave no half-written folder behind
+        del arrays
         shutil.rmtree(tmp, ignore_errors=True)
-        raise GreatError(f"{TFDS_NAME} gave {start} examples where {count} were announced: "
+        raise
+    if written != count:
+        del arrays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GreatError(f"{TFDS_NAME} gave {written} examples where {count} were announced: "
                          f"the TFDS copy may be incomplete; rebuild it")
     for array in arrays.values():
         array.flush()

@@ -1,10 +1,12 @@
 """The paper's defense networks and settings (docs/design.md#defense)."""
 
+from great_tf.data.classification import KNOWN_SETTINGS
 from great_tf.defense.base import GreatDefense, mode_class
 from great_tf.schedules import PolyRamp, poly_adam
 
-# The paper's beta_max per data set (Sec. 3.1); mnist is our choice (digits, like SVHN).
-BETA_MAX = {"cifar10": 2.0, "svhn_cropped": 10.0, "mnist": 10.0}
+# The paper's beta_max per data set (Sec. 3.1); mnist is our choice (digits, like SVHN). Any other
+# data set: `great_tf.data.classification.classification_info(name).beta_max`.
+BETA_MAX = {name: settings.beta_max for name, settings in KNOWN_SETTINGS.items()}
 ALPHA_MAX = 1.0
 FGSM_TRAIN_EPS = 0.2  # the supplement's FGSM adversarial training, on the [0, 1] pixel scale
 

@@ -167,7 +167,7 @@ def check_onednn_batch(model, batch_size, replicas=1):
         return
     layers = onednn_crash_layers(model)
     if layers:
-        layer = layers[0]
+        layer = min(layers, key=lambda l: l.kernel.shape[-2])  # the narrowest
         raise GreatError(
             f"an odd batch per replica ({odd[0]}) crashes TensorFlow's oneDNN convolution gradient in "
             f"this model's strided 1x1 convolution {layer.name!r} ({layer.kernel.shape[-2]} input "

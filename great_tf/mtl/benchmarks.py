@@ -22,9 +22,10 @@ class Benchmark:
     `--<name>`. `presets`: {preset: {setting: value}} replacing the trainer's preset for this data
     set (epochs, batch_size, width, train_limit, eval_limit, steps_per_epoch and options).
     `method_defaults`: {method: {hyperparameter: value}}: the paper's values for this data set
-    where they differ from the method's own defaults. `train_pipeline(data, batch_size, seed,
-    epochs, initial_epoch)` and `eval_pipeline(data, batch_size)`: tf.data over what `load`
-    returns, None for great_tf.data's in-memory pipelines; use them through the methods below.
+    where they differ from the method's own defaults. `stream_pipeline(data, batch_size, seed,
+    start, stop)` (batches [start, stop) of the run's training stream, great_tf/data/pipeline.py)
+    and `eval_pipeline(data, batch_size)`: tf.data over what `load` returns, None for
+    great_tf.data's in-memory pipelines; use them through the methods below.
     """
 
     name: str
@@ -37,14 +38,21 @@ class Benchmark:
     options: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
     method_defaults: dict = field(default_factory=dict)
-    train_pipeline: callable = None
+    stream_pipeline: callable = None
     eval_pipeline: callable = None
 
-    def train_dataset(self, data, batch_size, seed, epochs, initial_epoch=0):
-        from great_tf.data import train_dataset
+    def stream_dataset(self, data, batch_size, seed, start, stop):
+        """Batches [start, stop) of the training stream: `fit_resumable`'s make_stream."""
+        from great_tf.data.pipeline import stream_dataset
 
-        make = self.train_pipeline or train_dataset
-        return make(data, batch_size, seed, epochs, initial_epoch)
+        return (self.stream_pipeline or stream_dataset)(data, batch_size, seed, start, stop)
+
+    def train_dataset(self, data, batch_size, seed, epochs, initial_epoch=0, steps=None):
+        """The stream batches of training epochs `initial_epoch .. epochs-1`."""
+        from great_tf.data.pipeline import num_examples, stream_bounds
+
+        start, stop = stream_bounds(num_examples(data), batch_size, epochs, initial_epoch, steps)
+        return self.stream_dataset(data, batch_size, seed, start, stop)
 
     def eval_dataset(self, data, batch_size):
         from great_tf.data import eval_dataset

@@ -86,7 +86,7 @@ class MaskedPixelMean(keras.metrics.Metric):
 
 @keras.saving.register_keras_serializable(package="great_tf")
 class DepthRMSE(MaskedPixelMean):
-    """sqrt(mean of (prediction - depth)^2) over valid pixels, in metres (the paper's depth metric)."""
+    """sqrt(mean (prediction - depth)^2) over valid pixels, in metres (the paper's metric)."""
 
     def pixel_values(self, y_true, y_pred):
         return tf.square(_full(y_pred) - _full(y_true))[..., 0], depth_valid(y_true)
@@ -139,7 +139,8 @@ class NormalWithin(MaskedPixelMean):
         self.degrees = float(degrees)
 
     def pixel_values(self, y_true, y_pred):
-        return tf.cast(angle_degrees(y_true, y_pred) < self.degrees, tf.float32), normals_valid(y_true)
+        within = tf.cast(angle_degrees(y_true, y_pred) < self.degrees, tf.float32)
+        return within, normals_valid(y_true)
 
     def finish(self, mean):
         return 100.0 * mean
@@ -163,7 +164,8 @@ class NormalMedianAngle(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         valid = normals_valid(y_true)
         angles = tf.boolean_mask(angle_degrees(y_true, y_pred), valid)
-        index = tf.clip_by_value(tf.cast(tf.floor(angles / self.bin_width), tf.int32), 0, self.bins - 1)
+        index = tf.cast(tf.floor(angles / self.bin_width), tf.int32)
+        index = tf.clip_by_value(index, 0, self.bins - 1)  # 90° exactly: the last bin
         self.counts.assign_add(tf.math.unsorted_segment_sum(
             tf.ones_like(angles, tf.float64), index, self.bins))
 

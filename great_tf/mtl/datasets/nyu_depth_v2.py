@@ -57,7 +57,7 @@ def nyuv2_benchmark(name="nyu_depth_v2", tasks=NYUV2_TASKS, extra_targets=None,
     """A NYUv2 benchmark over `tasks`: "depth" and "normals" come from TFDS (derived, cached);
     every other task needs `extra_targets[name](split, limit, target_size)` -> (N, T, T, units)
     targets in TFDS' order of the split."""
-    from great_tf.data.mapped import mapped_eval_dataset, mapped_train_dataset
+    from great_tf.data.mapped import mapped_eval_dataset, mapped_stream_dataset
     from great_tf.data.nyuv2 import DERIVED_TASKS
     from great_tf.models.drn import drn_multitask_network
 
@@ -91,7 +91,7 @@ def nyuv2_benchmark(name="nyu_depth_v2", tasks=NYUV2_TASKS, extra_targets=None,
         options={"image_size": IMAGE_SIZE, "target_size": TARGET_SIZE},
         presets=PRESETS,
         method_defaults={"gradnorm": {"alpha": 1.5}},  # the paper's (and GradNorm's) NYUv2 value
-        train_pipeline=mapped_train_dataset,
+        stream_pipeline=mapped_stream_dataset,
         eval_pipeline=mapped_eval_dataset,
     )
 

@@ -12,8 +12,8 @@ RESCALES = (0, 1, 2)
 
 
 def dual_weights(gram, c):
-    """The w on the simplex minimising the CAGrad dual (the paper's Eq. 4 in terms of the Gram
-    matrix G, g_0 the average gradient): F(w) = w^T G 1/T + c |g_0| sqrt(w^T G w).
+    """The w on the simplex minimising the CAGrad dual in terms of the Gram matrix G (g_0 the
+    average gradient): F(w) = w^T G 1/T + c |g_0| sqrt(w^T G w).
 
     SciPy's SLSQP as the reference code (LibMTL and the authors'), with the exact Jacobian and a
     tight tolerance; G is first divided by its mean diagonal, which multiplies F by a constant
@@ -61,10 +61,11 @@ def cagrad_weights(gram, c, rescale):
 class CAGradMTL(MultiTaskModel):
     """Conflict-averse gradient descent (Liu, Liu, Jin, Stone, Liu 2021): the shared update d
     maximises the worst task's improvement min_i g_i . d within the ball |d - g_0| <= c |g_0|
-    around the average gradient g_0 = sum_i g_i / T (Eq. 3). Its dual over the simplex (Eq. 4),
-    min_w g_w . g_0 + c |g_0| |g_w|, gives d = g_0 + (c |g_0| / |g_w|) g_w, divided by 1 + c^2
-    (`rescale=1`, the reference code's default and LibMTL's), 1 + c (2) or not (0). Decoders get
-    their own task gradients (raw losses), as in the reference code and LibMTL.
+    around the average gradient g_0 = sum_i g_i / T (the paper's problem, Section 3). Its dual
+    over the simplex, min_w g_w . g_0 + c |g_0| |g_w|, gives d = g_0 + (c |g_0| / |g_w|) g_w,
+    divided by 1 + c^2 (`rescale=1`, the reference code's default and LibMTL's), 1 + c (2) or
+    not (0). Decoders get their own task gradients (raw losses), as in the reference code and
+    LibMTL.
 
     Defaults: c = 0.4 (the paper's multi-task supervised value, NYUv2 and Cityscapes),
     `rescale=1`, `space="shared"`; `space="feature"` runs the same update on the gradients at the

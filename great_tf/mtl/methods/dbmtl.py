@@ -37,7 +37,7 @@ def dual_balanced_update(average, log_grads, step_number, beta, beta_sigma):
 
 class DBMTL(MultiTaskModel):
     """Dual-balancing multi-task learning (Lin et al. 2023, "Dual-Balancing for Multi-Task
-    Learning", Sec. 3, Algorithm 1): loss-scale balancing by training on log(L_i + 1e-8), and
+    Learning", arXiv:2308.12029): loss-scale balancing by training on log(L_i + 1e-8), and
     gradient-magnitude balancing: the shared parameters descend sum_i (max_j |m_j| / |m_i|) m_i,
     m_i the exponential moving average of task i's log-loss gradient g_i / (L_i + 1e-8),
     m_i <- beta_t m_i + (1 - beta_t) g_i, beta_t = beta / t^beta_sigma. Decoders descend their

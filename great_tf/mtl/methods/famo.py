@@ -43,12 +43,13 @@ class FAMOMTL(MultiTaskModel):
     uses them); the offset 1e-8 inside each log is theirs.
 
     Defaults (the paper's and the reference code's): logits start at 0; their optimizer is
-    `compile(weight_optimizer=...)`, Adam with learning rate 0.025 by default (also under
-    `compile_mtl`, which otherwise gives every optimizer the network's policy); `gamma`=1e-3,
-    the logits' L2 regularisation (the reference's experiments use 1e-3 on NYUv2, CelebA and
-    QM9, 1e-2 on Cityscapes; LibMTL's default is 1e-3), added to their gradient as the
-    reference's `Adam(weight_decay=gamma)` does, so any `weight_optimizer` keeps it. No gradient
-    clipping: the reference experiments clip before the backward pass, which has no effect.
+    `compile(weight_optimizer=...)`, by default Adam with learning rate `weight_lr`=0.025 and no
+    schedule (also under `compile_mtl`, which otherwise gives every optimizer the network's
+    policy); `gamma`=1e-3, the logits' L2 regularisation (the reference's experiments use 1e-3
+    on NYUv2, CelebA and QM9, 1e-2 on Cityscapes; LibMTL's default is 1e-3), added to their
+    gradient as the reference's `Adam(weight_decay=gamma)` does, so any `weight_optimizer`
+    keeps it. No gradient clipping: the reference experiments clip before the backward pass,
+    which has no effect.
 
     The extra forward runs in training mode, as the reference code's (a PyTorch forward in
     train mode under `no_grad`), so its losses are measured like the step's own; BatchNorm's

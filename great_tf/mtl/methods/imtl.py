@@ -13,7 +13,7 @@ VARIANTS = ("g", "l", "hybrid")
 
 
 def imtl_g_weights(gram):
-    """IMTL-G's closed form (the paper's Eq. 5-6) from the Gram matrix: alpha with sum 1 such that
+    """IMTL-G's closed form (Section 3.2) from the Gram matrix: alpha with sum 1 such that
     g = sum_t alpha_t g_t has equal projections g . u_t on the unit gradients u_t = g_t/|g_t|.
 
     With D the rows g_1 - g_t and U the rows u_1 - u_t (t = 2..T), alpha_{2:T} = g_1 U^T (D U^T)^-1

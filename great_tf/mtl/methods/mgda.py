@@ -1,4 +1,7 @@
-"""MGDA, the min-norm common descent direction (Sener & Koltun, NeurIPS 2018; docs/design.md#mtl-methods)."""
+"""MGDA, the min-norm common descent direction (Sener & Koltun, NeurIPS 2018).
+
+See docs/design.md#mtl-methods.
+"""
 
 import itertools
 
@@ -19,7 +22,8 @@ def min_norm_of_two(v1v1, v1v2, v2v2):
     the three inner products, and that squared norm. (The reference code clips gamma to
     [0.001, 0.999]; the paper's exact ends are used here.)"""
     inside = tf.math.divide_no_nan(v2v2 - v1v2, v1v1 + v2v2 - 2.0 * v1v2)
-    gamma = tf.where(v1v2 >= v1v1, tf.ones_like(v1v1), tf.where(v1v2 >= v2v2, tf.zeros_like(v1v1), inside))
+    gamma = tf.where(v1v2 >= v1v1, tf.ones_like(v1v1),
+                     tf.where(v1v2 >= v2v2, tf.zeros_like(v1v1), inside))
     cost = tf.where(v1v2 >= v1v1, v1v1, tf.where(v1v2 >= v2v2, v2v2, v2v2 + gamma * (v1v2 - v2v2)))
     return gamma, cost
 

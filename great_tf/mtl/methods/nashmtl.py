@@ -1,4 +1,5 @@
-"""Nash-MTL, multi-task learning as a bargaining game (Navon et al., ICML 2022; docs/design.md#mtl-methods)."""
+"""Nash-MTL: multi-task learning as a bargaining game (Navon et al., ICML 2022;
+docs/design.md#mtl-methods)."""
 
 import keras
 import numpy as np
@@ -18,17 +19,41 @@ def _potential(corr, u):
     return 0.5 * u @ corr @ u - np.sum(np.log(u))
 
 
+def _residual(corr, u):
+    return np.max(np.abs(u * (corr @ u) - 1.0))
+
+
+def _newton_step(corr, u):
+    """u after one damped Newton step on f (backtracking until f decreases enough, iterates
+    kept positive), or None when no step decreases f (u diverging: no solution)."""
+    gradient = corr @ u - 1.0 / u
+    try:
+        direction = -np.linalg.solve(corr + np.diag(1.0 / u**2), gradient)
+    except np.linalg.LinAlgError:
+        return None
+    decrement = -gradient @ direction
+    if not np.isfinite(decrement) or decrement <= 0:
+        return None
+    step, value = 1.0, _potential(corr, u)
+    while step > 1e-12:
+        moved = u + step * direction
+        if np.all(moved > 0) and _potential(corr, moved) <= value - 0.25 * step * decrement:
+            return moved
+        step *= 0.5
+    return None
+
+
 def bargaining_weights(gram, start=None):
     """The Nash bargaining weights for the Gram matrix K = G G^T of the task gradients: the
-    alpha > 0 with K alpha = 1/alpha elementwise (Navon et al., Eq. 3 / Claim 3.1).
+    alpha > 0 with K alpha = 1/alpha elementwise (Navon et al. 2022, Sec. 3).
 
     Solved exactly: in u_i = alpha_i |g_i| the condition reads C u = 1/u with C the cosine
     matrix of the gradients, the stationary point of the strictly convex f(u) = u^T C u / 2 -
-    sum log u_i, found by damped Newton (backtracking, iterates kept positive) from `start`
-    (the previous weights) or from u = 1. The solution is scale-free (u is unchanged when a
-    gradient is scaled) and exists exactly when no convex combination of the gradients
-    vanishes (along such a combination v, C v = 0 and f decreases without bound): then
-    Newton's iterates diverge and the answer is rejected. NumPy, float64.
+    sum log u_i, found by damped Newton from `start` (the previous weights) or from u = 1. The
+    solution is scale-free (u is unchanged when a gradient is scaled) and exists exactly when
+    no convex combination of the gradients vanishes (along such a combination v, C v = 0 and f
+    decreases without bound): then Newton's iterates diverge and the answer is rejected.
+    NumPy, float64.
 
     Returns (alpha, ok): ok is False for a matrix that is not finite, a zero gradient (no
     solution) or when the condition is not met to ACCEPTED after NEWTON_STEPS.
@@ -43,23 +68,12 @@ def bargaining_weights(gram, start=None):
         u = np.ones(len(gram))
     with np.errstate(all="ignore"):
         for _ in range(NEWTON_STEPS):
-            if np.max(np.abs(u * (corr @ u) - 1.0)) < SOLVED:
+            if _residual(corr, u) < SOLVED:
                 break
-            gradient = corr @ u - 1.0 / u
-            try:
-                direction = -np.linalg.solve(corr + np.diag(1.0 / u**2), gradient)
-            except np.linalg.LinAlgError:
-                break  # only when u diverges: no solution
-            decrement = -gradient @ direction
-            if not np.isfinite(decrement) or decrement <= 0:
-                break
-            step, value = 1.0, _potential(corr, u)
-            while step > 1e-12 and (np.any(u + step * direction <= 0) or
-                                    _potential(corr, u + step * direction) > value - 0.25 * step * decrement):
-                step *= 0.5
-            u = u + step * direction
-        ok = bool(np.all(np.isfinite(u)) and np.all(u > 0)
-                  and np.max(np.abs(u * (corr @ u) - 1.0)) < ACCEPTED)
+            u = _newton_step(corr, u)
+            if u is None:
+                return np.ones(len(gram)), False
+        ok = bool(np.all(np.isfinite(u)) and np.all(u > 0) and _residual(corr, u) < ACCEPTED)
     return u / norms, ok
 
 
@@ -79,21 +93,23 @@ def solve_weights(gram, start):
 
 class NashMTL(MultiTaskModel):
     """The shared parameters descend sum_i alpha_i g_i with the Nash bargaining solution
-    G G^T alpha = 1/alpha (Navon et al. 2022, Eq. 3 and Claim 3.1: the direction d maximising
-    sum_i log(d . g_i) in a ball), re-solved every `update_weights_every`=1 steps and reused in
-    between (the reference code's default and option). As in the reference code, the loss is
+    G G^T alpha = 1/alpha (Navon et al. 2022, "Multi-Task Learning as a Bargaining Game",
+    Sec. 3: d = sum_i alpha_i g_i maximises sum_i log(d . g_i) in a ball), re-solved every
+    `update_weights_every`=1 steps and reused in between (the reference code's default and
+    option). As in the reference code, the loss is
     sum_i alpha_i L_i for the decoders too (their gradients are alpha_i-weighted) and the
     shared gradient's norm is clipped to `max_norm`=1.0 (0: off); its global norm
     sqrt(alpha^T K alpha) comes from the Gram matrix K = G G^T, for free. Raw task losses;
     gradients w.r.t. the shared parameters (the paper's; LibMTL refuses rep_grad here too).
 
     Solver (a deviation): the paper reaches the solution by a sequence of convex problems
-    (Sec. 3.2, `optim_niter`=20, cvxpy/ECOS), whose fixed point is the same condition. Here it
-    is solved exactly (`bargaining_weights`: damped Newton on a strictly convex potential,
-    residual < 1e-12 in 5 to 10 steps), because the sequence solved with SciPy (SLSQP; cvxpy
-    would be a new dependency) failed on 36 % (correlated gradients) to 59 % (random ones) of
-    Gram matrices whose solution exists, where Newton solved all of them and rejected exactly
-    those with no solution (measured on 200 matrices of each kind, T = 2 to 5).
+    (concave part linearised; `optim_niter`=20 of them, cvxpy/ECOS), whose fixed point is the
+    same condition. Here it is solved exactly (`bargaining_weights`: damped Newton on a strictly
+    convex potential, residual < 1e-12, typically in 5 to 10 steps), because the sequence
+    solved with SciPy (SLSQP; cvxpy would be a new dependency) failed on 36 % (correlated
+    gradients) to 59 % (random ones) of Gram matrices whose solution exists, where Newton
+    solved all of them and rejected exactly those with no solution (measured on 200 matrices
+    of each kind, T = 2 to 5).
 
     Weight collapse (nash-mtl issue 13, LibMTL issue 39): alpha_i scales as 1/|g_i|, so large
     gradients give weights of 1e-4 that stall the decoders, and the solver can fail (no
@@ -136,6 +152,17 @@ class NashMTL(MultiTaskModel):
     def compile(self, optimizer="adam", **kwargs):
         kwargs.setdefault("jit_compile", False)  # the NumPy solve cannot be XLA-compiled
         super().compile(optimizer, **kwargs)
+
+    @property
+    def jit_compile(self):
+        return keras.Model.jit_compile.fget(self)
+
+    @jit_compile.setter
+    def jit_compile(self, value):
+        if value is True:
+            raise GreatError("nashmtl solves its weights in NumPy (tf.numpy_function), which XLA "
+                             "cannot compile: drop --jit")
+        keras.Model.jit_compile.fset(self, value)
 
     def current_alpha(self, gram):
         """This step's weights: solved on update steps (with the guard), else the stored ones."""

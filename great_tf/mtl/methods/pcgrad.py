@@ -40,8 +40,10 @@ class PCGradMTL(MultiTaskModel):
     """Gradient surgery (Yu et al. 2020, Algorithm 1): for each task i, its gradient g_i is
     projected in turn on the normal plane of every other task's ORIGINAL gradient g_j it
     conflicts with (g_i^PC . g_j < 0): g_i^PC <- g_i^PC - (g_i^PC . g_j / |g_j|^2) g_j, the other
-    tasks taken in a random order drawn afresh for each i (as LibMTL does); the shared part
-    descends sum_i g_i^PC. Decoders get their own task gradients (raw losses), as in LibMTL.
+    tasks taken in a random order drawn afresh for each i (as LibMTL does; its shuffled list
+    also holds task i itself, which can only matter from three tasks on: the paper's others-only
+    order is used here); the shared part descends sum_i g_i^PC. Decoders get their own task
+    gradients (raw losses), as in LibMTL.
 
     The projections only read the Gram matrix, so the update is sum_k w_k g_k with weights
     computed from G G^T: this runs in both gradient spaces (LibMTL refuses its `rep_grad`; here

@@ -21,7 +21,7 @@ def random_loss_weights(num_tasks, seed, distribution="normal", concentration=1.
 
 class RandomLossWeightingMTL(MultiTaskModel):
     """sum_i lambda_i L_i with new random weights every step (Lin et al. 2022, "Reasonable
-    Effectiveness of Random Weighting: A Litmus Test for Multi-Task Learning", Sec. 3:
+    Effectiveness of Random Weighting: A Litmus Test for Multi-Task Learning", arXiv:2111.10603:
     lambda = f(lambda~), lambda~ drawn from p). Default, as LibMTL (by the paper's first author):
     lambda = softmax(lambda~), lambda~ ~ N(0, I). Option `distribution="dirichlet"`: lambda
     drawn from Dirichlet(`concentration`=1) and used as drawn (it is already on the simplex;
