@@ -44,6 +44,7 @@ OPTIONAL_CONFIG_KEYS = ("mixed_precision",)
 # -- one writer per run folder ---------------------------------------------------------------------
 
 _HELD = {}  # real path of a locked folder -> file descriptor of its lock file
+_CREATED = {}  # real path of a locked folder -> the folders created for it, deepest first
 
 
 def lock_owner():
@@ -103,7 +104,7 @@ def lock_run_folder(folder):
     live process holds it; takes over, with a message, a lock left by a dead one."""
     import fcntl
 
-    make_run_folder(folder)
+    created = make_run_folder(folder)
     folder = os.path.realpath(folder)
     if folder in _HELD:
         return
@@ -136,15 +137,18 @@ def lock_run_folder(folder):
               f"({describe_owner(previous)})", file=sys.stderr, flush=True)
     write_owner(fd, lock_owner())
     _HELD[folder] = fd
+    _CREATED[folder] = [os.path.realpath(f) for f in created]
 
 
 def release_run_folders():
-    """Releases every run folder this process locked (their lock files stay, emptied)."""
+    """Releases every run folder this process locked. A lock file stays, emptied; a folder this
+    process created and left empty (a run that failed before writing anything) is removed."""
     import fcntl
 
     for folder, fd in list(_HELD.items()):
         try:
             os.ftruncate(fd, 0)
+            remove_if_unused(folder, _CREATED.pop(folder, []))  # still under the lock
             fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError:
             pass
@@ -153,11 +157,28 @@ def release_run_folders():
             del _HELD[folder]
 
 
+def remove_if_unused(folder, created):
+    """Removes `folder` and the parents created for it when they hold nothing but the lock file."""
+    if not created or os.listdir(folder) != [LOCK_NAME]:
+        return
+    os.remove(os.path.join(folder, LOCK_NAME))
+    for path in created:  # deepest first; stops at the first that is not empty
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+
+
 atexit.register(release_run_folders)
 
 
 def make_run_folder(folder):
-    """Creates `folder` (and its parents) or raises a one-line `GreatError` saying why it cannot."""
+    """Creates `folder` (and its parents) or raises a one-line `GreatError` saying why it cannot;
+    returns the folders it created, deepest first."""
+    created, path = [], os.path.abspath(folder)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        created.append(path)
+        path = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as err:
@@ -167,6 +188,7 @@ def make_run_folder(folder):
                          f"choose another --logdir") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise GreatError(f"the run folder {folder} is not writable: choose another --logdir")
+    return created
 
 
 # -- --resume --------------------------------------------------------------------------------------
@@ -233,8 +255,7 @@ def setup_runtime(args):
         atexit.register(shutil.rmtree, private, ignore_errors=True)
         args.logdir = private
     if writes_logdir:
-        make_run_folder(args.logdir)
-        lock_run_folder(args.logdir)
+        lock_run_folder(args.logdir)  # creates it: a folder that cannot be made fails here
     args.distribution = strategy
     return strategy
 
@@ -420,7 +441,9 @@ def fit_resumable(model, run_dir, args, train, validation_data, epochs, steps, c
     stop = min(epochs, state.epoch + args.stop_after) if getattr(args, "stop_after", None) else epochs
     start = time.time()
     if state.epoch < stop:
-        logs = [keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0)] if tensorboard else []
+        logs = []
+        if tensorboard:
+            logs.append(keras.callbacks.TensorBoard(run_dir, write_graph=False, profile_batch=0))
         saver = EpochCheckpoint(checkpoints, steps, state, before_first_save=lambda: mark_started(run_dir))
         model.fit(make_stream(state.next_batch, epochs * steps), epochs=stop, initial_epoch=state.epoch,
                   steps_per_epoch=steps, validation_data=validation_data,

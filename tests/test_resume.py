@@ -224,7 +224,8 @@ def table_rows(path):
 
 def assert_same_run(name, outcome):
     _, _, run_dir, table, _ = CHAINS[name]
-    context = f"{name}, killed {outcome['delay']:.2f} s after its first checkpoint (GREAT_TF_KILL_SEED={KILL_SEED})"
+    context = (f"{name}, killed {outcome['delay']:.2f} s after its first checkpoint "
+               f"(GREAT_TF_KILL_SEED={KILL_SEED})")
     straight_runs = sorted(glob.glob(os.path.join(outcome["straight"], run_dir)))
     killed_runs = sorted(glob.glob(os.path.join(outcome["killed"], run_dir)))
     assert len(straight_runs) == len(killed_runs) >= 1, context
@@ -374,3 +375,31 @@ def test_random_streams_are_part_of_the_checkpoint(tmp_path):
     checkpoints.restore(small_model(), str(tmp_path))
     assert random.random() == expected[0] and np.random.rand() == expected[1]
     np.testing.assert_array_equal(checkpoints.seed_generator_states(model)[-1].numpy(), expected[2])
+
+
+# -- the training stream --------------------------------------------------------------------------
+
+def test_a_capped_and_augmented_stream_resumes_at_the_batch_where_it_stood():
+    from great_tf.data.pipeline import stream_dataset, train_dataset
+
+    x = np.arange(40, dtype=np.float32)
+    y = np.arange(40, dtype=np.int32)
+
+    def augment(batch, seed):  # a stateless draw from the batch's seed, as the real augmentation
+        xb, yb = batch
+        return xb + tf.random.stateless_uniform(tf.shape(xb), seed), yb
+
+    def batches(ds):
+        return [(b[0].numpy(), b[1].numpy()) for b in ds]
+
+    # 5 batches per data epoch, 2 steps per training epoch: data epoch 0 ends inside epoch 3.
+    full = batches(train_dataset((x, y), 8, seed=3, epochs=4, augment=augment, steps=2))
+    resumed = batches(train_dataset((x, y), 8, seed=3, epochs=4, initial_epoch=1, augment=augment, steps=2))
+    assert len(full) == 8 and len(resumed) == 6
+    for (xa, ya), (xb, yb) in zip(full[2:], resumed):
+        np.testing.assert_array_equal(ya, yb)  # the same examples...
+        np.testing.assert_array_equal(xa, xb)  # ...with the same augmentation draws
+    assert sorted(np.concatenate([yb for _, yb in full[:5]])) == list(range(40))  # one data epoch
+    assert not np.array_equal(full[5][1], full[0][1])  # the next data epoch, reshuffled
+    # A pipeline started at any batch gives that batch of the stream.
+    np.testing.assert_array_equal(batches(stream_dataset((x, y), 8, 3, 7, 8, augment))[0][0], full[7][0])

@@ -182,4 +182,18 @@ def test_a_trainer_into_a_pipe_prints_one_line_per_epoch(tmp_path, cache_dir):
                  "--steps-per-epoch", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [line for line in result.stdout.splitlines() if line.startswith("1/1 - ")]
-    assert len(epochs) == 2 and "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert len(epochs) == 2, result.stdout[-3000:]
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_folder_behind(tmp_path):
+    logdir = tmp_path / "new" / "runs"
+    result = cli("trainers.mtl", "--logdir", str(logdir), "--method", "equal", "--data-dir",
+                 str(tmp_path / "no_data_here"))
+    assert result.returncode == 2 and "error: data set 'cifar10'" in result.stderr
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    result = cli("trainers.mtl", "--logdir", str(kept), "--method", "equal", "--data-dir",
+                 str(tmp_path / "no_data_here"))
+    assert result.returncode == 2 and kept.is_dir()  # a folder the user made stays

@@ -12,7 +12,6 @@ Every eps is on the [0, 1] pixel scale unless --pixel-scale says otherwise (e.g.
 (docs/design.md#robustness); this file parses flags and trains.
 """
 
-import json
 import os
 
 from trainers import flags
@@ -34,7 +33,6 @@ PRESETS = {
               "apgd_targets": 9, "square_queries": 5000},
 }
 EPS_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
-SALIENCY_IMAGES = 3
 
 
 def parse_args(argv=None):
@@ -81,189 +79,14 @@ def parse_args(argv=None):
     return args
 
 
-def check_args(args):
-    """Fills eps and beta_max from the data set (the paper's values, or the rule by channels:
-    great_tf.data.classification) and checks every eps against the pixel scale."""
-    from great_tf.data.classification import classification_info
-    from great_tf.errors import GreatError
-
-    if args.pixel_scale <= 0:
-        raise GreatError(f"--pixel-scale must be positive, got {args.pixel_scale}")
-    info = classification_info(args.dataset, args.data_dir)
-    args.eps = info.eps * args.pixel_scale if args.eps is None else args.eps
-    args.beta_max = info.beta_max if args.beta_max is None else args.beta_max
-    args.num_classes = info.num_classes
-    for name in ("eps", "eps_iter", "fgsm_train_eps"):
-        value = getattr(args, name)
-        if value is not None and not 0 <= value <= args.pixel_scale:
-            raise GreatError(f"--{name.replace('_', '-')} {value} is outside [0, {args.pixel_scale}], "
-                             f"the pixel scale: set --pixel-scale to the scale your eps is on")
-    return args
-
-
-def unit(value, args):
-    """An eps on the user's pixel scale, in the [0, 1] units of the images."""
-    return None if value is None else value / args.pixel_scale
-
-
-def attack_settings(args):
-    """The flags' attack settings, every eps in the images' [0, 1] units."""
-    from great_tf.evaluation import Settings
-
-    return Settings(eps=unit(args.eps, args), eps_iter=unit(args.eps_iter, args), iterations=args.iterations,
-                    restarts=args.restarts, spsa_samples=args.spsa_samples, spsa_limit=args.spsa_limit,
-                    apgd_iterations=args.apgd_iterations, apgd_restarts=args.apgd_restarts,
-                    apgd_targets=args.apgd_targets, square_queries=args.square_queries,
-                    eps_grid=tuple(unit(e, args) for e in args.eps_grid), seed=args.seed)
-
-
-def load_data(args):
-    from great_tf.data import load_classification
-
-    print(f"loading {args.dataset}...", flush=True)
-    train = load_classification(args.dataset, "train", args.data_dir, args.train_limit)
-    test = load_classification(args.dataset, "test", args.data_dir)
-    return train, test
-
-
-def load_surrogate(args):
-    """The undefended model the transfer attack is crafted on, or None."""
-    from great_tf.saving import load_model
-
-    path = args.surrogate or os.path.join(args.logdir, "baseline", "model.keras")
-    if not os.path.exists(path):
-        return None
-    return load_model(path)
-
-
-def evaluate(model, train, test, args, surrogate=None):
-    """great_tf.evaluation.evaluate_model with the flags' settings; the eps grid in flag units."""
-    from great_tf.evaluation import evaluate_model
-
-    report = evaluate_model(model, train, test, attack_settings(args), surrogate, group=args.attacks,
-                            attack_limit=args.attack_limit, saliency_images=SALIENCY_IMAGES)
-    report.curves = {a: [list(args.eps_grid), acc] for a, (_, acc) in report.curves.items()}
-    return report
-
-
-def finish_row(run_dir, method, report, seconds):
-    """Saves a method's result (result.json, saliency.npy); returns it with the saliency maps."""
-    import numpy as np
-
-    result = {"method": method, **report.row, "train s": None if seconds is None else round(seconds, 1),
-              "curves": report.curves, "findings": report.findings}
-    if run_dir is not None:
-        np.save(os.path.join(run_dir, "saliency.npy"), report.saliency)
-        flags.save_result(run_dir, result)
-    return {**result, "saliency": report.saliency}
-
-
-# -- training -----------------------------------------------------------------------------------
-def train_method(method, args, train, test):
-    """Trains one method (resuming if asked), saves its main network, returns its evaluated row."""
-    import keras
-
-    from great_tf.data import eval_dataset, num_examples, take
-    from great_tf.data.augment import augment_images
-    from great_tf.defense import build_defense
-    from great_tf.summaries import DefenseSummaries
-
-    run_dir = os.path.join(args.logdir, method)
-    flags.prepare_run_dir(run_dir, args, {
-        "method": method, "alpha_max": args.alpha_max, "beta_max": args.beta_max,
-        "fgsm_train_eps": args.fgsm_train_eps, "pixel_scale": args.pixel_scale})
-    done = flags.load_result(run_dir) if args.resume else None
-    if done is not None:
-        import numpy as np
-
-        print(f"[{method}] finished earlier, result kept: {run_dir}")
-        return {**done, "saliency": np.load(os.path.join(run_dir, "saliency.npy"))}
-
-    keras.utils.set_random_seed(args.seed)
-    steps = flags.epoch_steps(num_examples(train), args)
-    model = flags.build_in_scope(args, lambda: build_defense(
-        method, train[0].shape[1:], args.num_classes, args.width, steps, args.epochs,
-        alpha_max=args.alpha_max, beta_max=args.beta_max, fgsm_eps=unit(args.fgsm_train_eps, args)))
-    # The paper's defense augmentation: pad 4 and random crop, no flips (supplement).
-    augment = augment_images(pad=4, flip=False)
-    print(f"[{method}] training {args.epochs} epochs of {steps} steps, batch {args.batch_size}, "
-          f"width {args.width}; logs in {run_dir}", flush=True)
-    seconds, _ = flags.fit_resumable(
-        model, run_dir, args, train,
-        eval_dataset(test, 256), args.epochs, steps, [DefenseSummaries(run_dir, probe=take(test, 32))],
-        augment=augment)
-    model.main.save(os.path.join(run_dir, "model.keras"))
-    print(f"[{method}] attacking...", flush=True)
-    report = evaluate(model.main, train, test, args, load_surrogate(args))
-    return finish_row(run_dir, method, report, seconds)
-
-
-# -- reports --------------------------------------------------------------------------------------
-def table_notes(args):
-    from great_tf.evaluation import attack_settings_note, column_notes, paper_table1_note
-
-    limit = f"the first {args.attack_limit} test images" if args.attack_limit else "the whole test set"
-    notes = [
-        f"Test accuracy in %. eps = {args.eps:g} on the [0, {args.pixel_scale:g}] pixel scale "
-        f"(= {unit(args.eps, args):.4g} of the full range; images in [0, 1]), L-inf. "
-        + attack_settings_note(args.attacks, attack_settings(args)),
-        f"Settings: {args.dataset}, preset {args.preset}, {args.epochs} epochs, batch {args.batch_size}, "
-        f"ResNet-18 width {args.width}, seed {args.seed}.",
-        f"Every attack column is on {limit}" + (f" (SPSA: the first {args.spsa_limit})" if args.spsa_limit
-                                                else "") + ".",
-        *column_notes(args.attacks, attack_settings(args)),
-    ]
-    if args.dataset == "cifar10" and args.attacks != "strong":
-        notes.append(paper_table1_note())
-    return notes
-
-
-def write_reports(rows, args, stem_dir=None):
-    """The robustness table (.md/.csv/.json) with the masking findings under it, the
-    accuracy-against-eps plot and the saliency grid."""
-    from great_tf.data import load_classification
-    from great_tf.evaluation import write_report
-
-    images = load_classification(args.dataset, "test", args.data_dir, SALIENCY_IMAGES)[0]
-    return write_report(
-        rows, args.attacks, stem_dir or args.logdir, f"Adversarial robustness on {args.dataset}",
-        table_notes(args), eps_label=f"eps ([0, {args.pixel_scale:g}] pixel scale)",
-        curve_title=f"{args.dataset}: accuracy against eps (L-inf, [0, {args.pixel_scale:g}] pixel scale, "
-                    f"k = {args.iterations}, APGD {args.apgd_iterations} iterations)",
-        images=images,
-        saliency_title=f"{args.dataset}: |dCE/dx| (max over channels, each map scaled to its maximum); "
-                       f"attacks use eps = {args.eps:g} on the [0, {args.pixel_scale:g}] scale")
-
-
 def evaluate_saved(args):
-    """--evaluate PATH: the row of a saved model, written next to it, without retraining."""
-    from great_tf.errors import GreatError
-    from great_tf.saving import load_model
+    from great_tf.defense.runs import evaluate_saved as evaluate
 
-    path = args.evaluate
-    model_path = os.path.join(path, "model.keras") if os.path.isdir(path) else path
-    if not os.path.exists(model_path):
-        raise GreatError(f"no saved model at {model_path}: pass a method's run folder or its model.keras")
-    run_dir = os.path.dirname(os.path.abspath(model_path))
-    config_path = os.path.join(run_dir, "config.json")
-    method = os.path.basename(run_dir)
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-        method = config.get("method", method)
-        # The model's own data set and pixel scale, unless given on the command line.
-        args.dataset = config.get("dataset", args.dataset)
-        if args.pixel_scale == 1.0:
-            args.pixel_scale = config.get("pixel_scale", 1.0)
-    check_args(args)
-    args.logdir = os.path.dirname(run_dir)
-    model = load_model(model_path)
-    train, test = load_data(args)
-    result = finish_row(None, method, evaluate(model, train, test, args, load_surrogate(args)), None)
-    return [result], write_reports([result], args, stem_dir=os.path.join(run_dir, "evaluation"))
+    return evaluate(args)
 
 
 def main(argv=None):
+    from great_tf.defense.runs import check_args, load_data, train_method, write_reports
     from great_tf.defense import MODES
 
     args = parse_args(argv)

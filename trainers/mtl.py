@@ -1,7 +1,14 @@
-"""Multi-task learning: GREAT (Algorithm 3) next to every registered method (Table 4).
+"""Multi-task learning: GREAT (Algorithm 3) next to every registered method (Table 4), with Δm
+against the single-task baselines and mean ± standard deviation over seeds.
 
     python -m trainers.mtl --dataset cifar10_noisy                 # every method, small preset
+    python -m trainers.mtl --methods equal,great,pcgrad --seeds 3  # a set of methods, 3 seeds
+    python -m trainers.mtl --method single                         # the single-task baselines
     python -m trainers.mtl --method great --preset paper --data-dir ~/tensorflow_datasets
+    python -m trainers.mtl --dataset nyu_depth_v2                  # NYUv2, its own presets
+
+The experiment itself (runs, seeds, cached baselines) is `great_tf.mtl.experiment`; the tables
+(Δm, mean ± std) are `great_tf.mtl.report`.
 """
 
 import os
@@ -9,7 +16,9 @@ import os
 from trainers import flags
 
 PRESETS = {
-    # Minutes on 2 CPU cores for the paper's four methods, on the real CIFAR-10 (sub)set.
+    # Every method (13) and the single-task baselines (4 networks) in minutes on 2 CPU cores:
+    # 2 epochs of the CIFAR-10 subset (5,000 training images, 79 steps each), ResNet-18 width 8.
+    # Budget for `--method all`: about 10 minutes, estimated from single-method runs.
     "small": {"epochs": 2, "batch_size": 64, "width": 8, "train_limit": None, "steps_per_epoch": None},
     # The paper's supplement: ResNet-18 (width 64), Adam 1e-3 with the poly policy, 50 epochs.
     # The paper does not give the batch size; 128 is our choice.
@@ -17,111 +26,140 @@ PRESETS = {
 }
 
 
+def benchmark_options():
+    """{option: (default, benchmarks that take it)} over every registered benchmark."""
+    from great_tf.mtl.benchmarks import available_benchmarks, get_benchmark
+
+    found = {}
+    for name in available_benchmarks():
+        for key, default in get_benchmark(name).options.items():
+            found.setdefault(key, (default, []))[1].append(name)
+    return found
+
+
 def parse_args(argv=None):
-    from great_tf import mtl
-    from great_tf.mtl.benchmarks import available_benchmarks
+    from great_tf.mtl import available_methods, method_class
+    from great_tf.mtl.benchmarks import available_benchmarks, get_benchmark
+    from great_tf.mtl.experiment import available_choices
 
     parser = flags.base_parser(
         "python -m trainers.mtl", "Multi-task GREAT (Algorithm 3) and the methods it is compared with.",
-        datasets=available_benchmarks(), methods=mtl.available_methods(),
-        default_dataset="cifar10_noisy")
-    for name in mtl.available_methods():
-        for key, default in mtl.method_class(name).hyperparameters.items():
+        datasets=available_benchmarks(), methods=available_choices(), default_dataset="cifar10_noisy")
+    parser.set_defaults(method=None)  # "all" unless --methods picks a set
+    parser.add_argument("--methods", type=flags.choice_list(available_choices()),
+                        help="comma-separated methods to run side by side, e.g. equal,great,pcgrad "
+                        "(instead of --method); 'single' trains the single-task baselines")
+    parser.add_argument("--seeds", type=flags.positive_int, default=1,
+                        help="run every method with seeds --seed .. --seed+N-1 and report mean ± "
+                        "std (default 1)")
+    for key, (default, benchmarks) in benchmark_options().items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(default),
+                            help=f"{', '.join(benchmarks)} only: {key} (preset; default {default})")
+    for name in available_methods():
+        for key, default in method_class(name).hyperparameters.items():
             parser.add_argument(f"--{name}-{key.replace('_', '-')}", type=type(default),
-                                default=default, help=f"{name}: {key} (default {default})")
-    args = flags.apply_preset(parser.parse_args(argv), PRESETS)
+                                help=f"{name}: {key} (default {default}, or the data set's)")
+    args = parser.parse_args(argv)
+    benchmark = get_benchmark(args.dataset)
+    flags.apply_preset(args, {**PRESETS, **benchmark.presets})
+    args.options = benchmark_settings(args, benchmark)
     args.logdir = args.logdir or os.path.join("runs", "mtl", args.dataset)
     return args
 
 
-def hyperparameters(method, args):
-    """The method's hyperparameters as given by its `--<method>-<name>` flags."""
-    from great_tf import mtl
+def benchmark_settings(args, benchmark):
+    """{option: value} of `benchmark`'s own options (preset or flag); a one-line error for a flag
+    of another data set's option."""
+    from great_tf.errors import GreatError
 
-    return {key: getattr(args, f"{method}_{key}".replace("-", "_"))
-            for key in mtl.method_class(method).hyperparameters}
-
-
-def load_data(args, benchmark):
-    print(f"loading {args.dataset}...", flush=True)
-    train = benchmark.load("train", args.data_dir, args.seed, args.train_limit)
-    test = benchmark.load("test", args.data_dir, args.seed, args.eval_limit)
-    return train, test
+    for key in benchmark_options():
+        if key not in benchmark.options and getattr(args, key, None) is not None:
+            raise GreatError(f"--{key.replace('_', '-')} does not apply to --dataset "
+                             f"{args.dataset}: drop it")
+    return {key: getattr(args, key) if getattr(args, key, None) is not None else default
+            for key, default in benchmark.options.items()}
 
 
-def train_method(method, args, benchmark, train, test):
-    """Trains one method (resuming if asked) and returns its row of the comparison."""
-    import keras
+def hyperparameters(method, args, benchmark=None):
+    """The method's hyperparameters: its `--<method>-<name>` flags, else the data set's value
+    (`Benchmark.method_defaults`), else the method's own default."""
+    from great_tf.mtl import method_class
 
-    from great_tf import mtl
-    from great_tf.data import eval_dataset, num_examples, take
-    from great_tf.summaries import MultiTaskSummaries
-
-    run_dir = os.path.join(args.logdir, method)
-    settings = hyperparameters(method, args)
-    flags.prepare_run_dir(run_dir, args, {"method": method, **{f"{method}_{k}": v for k, v in settings.items()}})
-    done = flags.load_result(run_dir) if args.resume else None
-    if done is not None:
-        print(f"[{method}] finished earlier, result kept: {run_dir}")
-        return done
-
-    keras.utils.set_random_seed(args.seed)
-    steps = flags.epoch_steps(num_examples(train), args)
-    model = flags.build_in_scope(args, lambda: mtl.compile_mtl(
-        mtl.build_mtl_model(method, train[0].shape[1:], benchmark.tasks, args.width,
-                            network=benchmark.network, **settings), steps, args.epochs))
-    test_ds = eval_dataset(test, args.batch_size)
-    print(f"[{method}] training {args.epochs} epochs of {steps} steps, batch {args.batch_size}, "
-          f"width {args.width}; logs in {run_dir}", flush=True)
-    seconds, epochs_now = flags.fit_resumable(
-        model, run_dir, args, train, test_ds, args.epochs, steps, [MultiTaskSummaries(run_dir, probe=take(test, 32))])
-    scores = model.evaluate(test_ds, return_dict=True, verbose=0)
-    trained = epochs_now * steps * args.batch_size
-    result = {"method": method}
-    for task in benchmark.tasks:
-        result.update({label: float(scores[name]) for name, label in task.metric_labels().items()})
-    result.update({"train s": round(seconds, 1),
-                   "images/s": round(trained / seconds, 1) if trained else None})
-    flags.save_result(run_dir, result)
-    return result
+    defaults = {**method_class(method).hyperparameters,
+                **(benchmark.method_defaults.get(method, {}) if benchmark else {})}
+    values = {}
+    for key, default in defaults.items():
+        given = getattr(args, f"{method}_{key}".replace("-", "_"), None)
+        values[key] = default if given is None else given
+    return values
 
 
-def write_comparison(rows, args, benchmark):
-    from great_tf.reporting import write_table
+def comparison_notes(args, benchmark, directions, methods):
+    """The table's notes: test set, settings, Δm, what is better, the paper's rows."""
+    from great_tf.mtl.report import SINGLE
 
+    test_split = benchmark.splits[1]
+    test_set = f"first {args.eval_limit} examples of the " if args.eval_limit else ""
+    options = "".join(f", {k} {v}" for k, v in args.options.items())
+    seeds = (f"seeds {args.seed}..{args.seed + args.seeds - 1} (mean ± sample std)" if args.seeds > 1
+             else f"seed {args.seed}")
+    higher = [c for c, d in directions.items() if d == "higher"]
+    notes = [
+        f"Test set: {test_set}{args.dataset} {test_split} split"
+        + (f" ({benchmark.description})" if benchmark.description else "") + ". "
+        f"Settings: preset {args.preset}, {args.epochs} epochs, batch {args.batch_size}, "
+        f"width {args.width}{options}, {seeds}.",
+        ("Higher is better for " + ", ".join(higher) + "; lower for the rest." if higher
+         else "Lower is better for every metric."),
+        "Δm %: the mean relative change of every metric against the single-task networks (one "
+        "network per task, same recipe), signed so that positive is better (Maninis et al. 2019; "
+        "LibMTL's count_improvement); rows sorted by it.",
+    ]
+    if SINGLE not in methods:
+        notes.append("No single-task baselines in this logdir with these settings: run with "
+                     "--method single (or --method all) for Δm.")
     labels = {}
     for task in benchmark.tasks:
         labels.update(task.metric_labels())
-    test_set = f"first {args.eval_limit} examples of the " if args.eval_limit else ""
-    notes = [
-        f"Test set: {test_set}{args.dataset} test split. Settings: preset {args.preset}, "
-        f"{args.epochs} epochs, batch {args.batch_size}, width {args.width}, seed {args.seed}.",
-        "Class error in %, the rest RMSE on [0, 1] images; lower is better everywhere.",
-    ]
     if benchmark.paper_rows:
-        notes.append("The paper's Table 4 (" + ", ".join(labels.values()) + "): " + "; ".join(
-            f"{m} " + " / ".join(f"{v:g}" for v in vals.values())
-            for m, vals in benchmark.paper_rows.items()) + ".")
-    columns = ["method", *labels.values(), "train s", "images/s"]
+        names = list(next(iter(benchmark.paper_rows.values())))
+        notes.append("The paper's Table 4 (" + ", ".join(labels.get(n, n) for n in names) + "): "
+                     + "; ".join(f"{m} " + " / ".join(f"{v:g}" for v in vals.values())
+                                 for m, vals in benchmark.paper_rows.items()) + ".")
+    return notes
+
+
+def write_comparison(rows, args, benchmark):
+    """Adds Δm to the per-seed rows and writes table4.md/.csv/.json; returns the table's rows."""
+    from great_tf.mtl.report import DELTA_M, add_delta_m, column_directions, write_comparison as write
+
+    directions = column_directions(benchmark.tasks)
+    rows = add_delta_m(rows, directions)
+    columns = ["method", *directions, DELTA_M, "train s", "images/s"]
+    formats = {label: ".2f" if label.endswith("%") or label.endswith("°") else ".4f"
+               for label in directions}
+    formats.update({DELTA_M: ".2f", "train s": ".1f", "images/s": ".1f"})
     stem = os.path.join(args.logdir, "table4")
-    formats = {label: ".2f" if label.endswith("%") else ".4f" for label in labels.values()}
-    text = write_table(rows, columns, stem, title=f"Multi-task learning on {args.dataset}",
-                       notes=notes, formats={**formats, "train s": ".1f", "images/s": ".1f"})
-    print("\n" + text + f"\n\n(written to {stem}.md, .csv and .json)")
+    methods = {r["method"] for r in rows}
+    text, summary = write(stem, rows, columns, f"Multi-task learning on {args.dataset}",
+                          comparison_notes(args, benchmark, directions, methods), formats)
+    print("\n" + text + f"\n\n(written to {stem}.md, .csv (per seed) and .json)")
+    return summary
 
 
 def main(argv=None):
-    from great_tf import mtl
+    from great_tf.mtl import experiment
     from great_tf.mtl.benchmarks import get_benchmark
 
     args = parse_args(argv)
+    methods = experiment.selected_methods(args.method, args.methods)
     flags.setup_runtime(args)
     benchmark = get_benchmark(args.dataset)
-    methods = mtl.available_methods() if args.method == "all" else (args.method,)
-    train, test = load_data(args, benchmark)
-    rows = [train_method(m, args, benchmark, train, test) for m in methods]
-    write_comparison(rows, args, benchmark)
-    return rows
+    settings = {m: hyperparameters(m, args, benchmark) for m in methods if m != experiment.SINGLE}
+    rows = experiment.run_comparison(args, benchmark, methods, settings)
+    if experiment.SINGLE not in methods:
+        rows = experiment.cached_single_rows(args, benchmark) + rows
+    return write_comparison(rows, args, benchmark)
 
 
 if __name__ == "__main__":

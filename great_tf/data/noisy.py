@@ -10,7 +10,8 @@ image, an edge wherever any colour channel has one (edge detection); the clean g
 (denoising, "Auto"). All images are float32 in [0, 1].
 
 The noise is drawn once per split from the seed, as part of creating the data set, and the
-result is cached to disk: Canny is the costly step and is never run in the input pipeline.
+result is cached to disk: Canny is the costly step and is never run in the input pipeline. A cache
+file that does not read back whole is rebuilt, with a message (docs/design.md#data).
 """
 
 import hashlib

@@ -64,24 +64,28 @@ def stream_indices(n, batch_size, seed, start, stop):
     return tf.data.Dataset.zip(tf.data.Dataset.range(start, stop), batches)
 
 
-def stream_dataset(arrays, batch_size, seed, start, stop, augment=None):
+def stream_dataset(arrays, batch_size, seed, start, stop, augment=None, gather=None):
     """Stream batches [start, stop) of `arrays` (any nest of equally long arrays).
 
     `augment(batch, seed)` may transform each batch with stateless random ops; its seed is
     (seed + 7919, b) for the batch's absolute index b, never a count restarted by a new pipeline.
+    `gather(indices) -> batch` reads a batch (default: from one in-memory tensor per array; a
+    memory-mapped pipeline passes its own reader and keeps the same order and seeds).
     """
     n = num_examples(arrays)
-    tensors = tf.nest.map_structure(tf.constant, arrays)
+    if gather is None:
+        tensors = tf.nest.map_structure(tf.constant, arrays)
 
-    def gather(b, idx):
-        return b, tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors)
+        def gather(idx):
+            return tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors)
 
     ds = stream_indices(n, batch_size, seed, start, stop).map(
-        gather, num_parallel_calls=tf.data.AUTOTUNE)
+        lambda b, idx: (b, gather(idx)), num_parallel_calls=tf.data.AUTOTUNE)
     if augment is None:
         ds = ds.map(lambda b, batch: batch)
     else:
-        ds = ds.map(lambda b, batch: augment(batch, tf.stack([tf.cast(seed, tf.int64) + AUGMENT_SEED_OFFSET, b])),
+        augment_seed = tf.cast(seed, tf.int64) + AUGMENT_SEED_OFFSET
+        ds = ds.map(lambda b, batch: augment(batch, tf.stack([augment_seed, b])),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

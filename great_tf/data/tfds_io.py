@@ -1,5 +1,6 @@
 """Reading TFDS splits into memory, offline, with one-line errors for every way a data folder can
-be unusable: missing, never prepared, a file missing, a file truncated or corrupt."""
+be unusable: missing, never prepared, a file missing, a file truncated or corrupt
+(docs/design.md#data)."""
 
 import contextlib
 import os

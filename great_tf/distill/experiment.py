@@ -41,13 +41,6 @@ class DistillData:
         if self.input_shape is None:
             self.input_shape = tuple(self.train[0].shape[1:])
 
-    def train_dataset(self, arrays, batch_size, seed, epochs):
-        """`make_train_dataset(initial_epoch)` for a resumable fit."""
-        from great_tf.data import train_dataset
-
-        return lambda initial_epoch: train_dataset(arrays, batch_size, seed, epochs,
-                                                   initial_epoch, self.augment)
-
     def test_dataset(self, batch_size):
         from great_tf.data import eval_dataset
 

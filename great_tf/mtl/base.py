@@ -66,6 +66,7 @@ class Step:
     scale: tf.Tensor = None    # the main optimizer's loss scale (mixed precision) or None
     x: tf.Tensor = None        # the batch, for methods that evaluate it again (FAMO's
     y: dict = None             # losses after the update, in `after_update`)
+    decoder_tape: tf.GradientTape = None  # the part after the encoder only (`step_gradient`)
 
 
 @keras.saving.register_keras_serializable(package="great_tf")
@@ -75,13 +76,18 @@ class InitialLosses(keras.layers.Layer):
     def __init__(self, num_tasks, **kwargs):
         super().__init__(**kwargs)
         self.num_tasks = int(num_tasks)
+        # Written with global values, the same on every replica: each replica writes its own
+        # copy (aggregation "none"), without the broadcast from replica 0 per write that
+        # "only_first_replica" costs under a strategy.
         self.values = self.add_weight(name="values", shape=(self.num_tasks,), initializer="zeros",
-                                      trainable=False, aggregation="only_first_replica")
+                                      trainable=False, aggregation="none")
         self.seen = self.add_weight(name="seen", shape=(), initializer="zeros", trainable=False,
-                                    aggregation="only_first_replica")
+                                    aggregation="none")
+        self.built = True  # nothing to build: see `TaskWeights`
 
     def observe(self, global_losses):
-        """Stores `global_losses` on the first call; returns the stored values (no gradient)."""
+        """Stores `global_losses` (global values: the same on every replica) on the first call;
+        returns the stored values (no gradient)."""
         current = tf.stop_gradient(tf.convert_to_tensor(global_losses))
         values = tf.where(self.seen > 0, self.values, tf.maximum(current, 1e-12))
         self.values.assign(values)
@@ -104,6 +110,10 @@ class TaskWeights(keras.layers.Layer):
             name="values", shape=(self.num_tasks,), trainable=trainable,
             initializer=keras.initializers.Constant(self.initial_value),
             aggregation="only_first_replica")
+        # Nothing to build. Keras' `fit` and `evaluate` under a tf.distribute strategy re-run a
+        # symbolic forward pass of the whole model at every call while any layer is unbuilt
+        # (1.3 s per call for multi-task GREAT at width 8).
+        self.built = True
 
     def get_config(self):
         return {**super().get_config(), "num_tasks": self.num_tasks,
@@ -162,10 +172,15 @@ class MultiTaskModel(GreatModel):
 
     def forward(self, x, training):
         feature = self.encoder(x, training=training)
+        heads, outputs = self.decode(feature, training)
+        return feature, heads, outputs
+
+    def decode(self, feature, training):
+        """(heads, outputs): every task's view of the feature and its decoder's output."""
         heads = self.head_inputs(feature)
         outputs = {t.name: self.decoders[t.name](h, training=training)
                    for t, h in zip(self.tasks, heads)}
-        return feature, heads, outputs
+        return heads, outputs
 
     def call(self, x, training=False):
         return self.forward(x, training)[2]
@@ -221,15 +236,19 @@ class MultiTaskModel(GreatModel):
         x, y = self.unpack(data)
         global_batch = global_batch_size(x)
         with tf.GradientTape(persistent=True) as tape:
-            feature, heads, outputs = self.forward(x, training=True)
-            per_example = self.per_example_losses(y, outputs)
-            losses = self.replica_losses(per_example, global_batch)
+            feature = self.encoder(x, training=True)
+            with tf.GradientTape(persistent=True) as decoder_tape:  # see `step_gradient`
+                decoder_tape.watch(feature)  # the walk back stops there
+                heads, outputs = self.decode(feature, training=True)
+                per_example = self.per_example_losses(y, outputs)
+                losses = self.replica_losses(per_example, global_batch)
         step = Step(tape, feature, heads, outputs, per_example, losses, global_batch,
-                    loss_scale(self.optimizer), x, y)  # scale read before `apply` may change it
+                    loss_scale(self.optimizer), x, y,  # scale read before `apply` may change it
+                    decoder_tape)
         grads = self.network_gradients(step)
         self.optimizer.apply(grads, self.network_variables)
         self.after_update(step)
-        del tape
+        del tape, decoder_tape
         self.update_task_metrics(y, outputs, per_example)
         return self.logs()
 
@@ -249,8 +268,23 @@ class MultiTaskModel(GreatModel):
         """d(sum_i w_i L_i)/d variables (default: the network's), `weights` held constant, in one
         backward pass, scaled for the main optimizer."""
         weights = tf.stop_gradient(tf.cast(weights, step.losses.dtype))
-        return step.tape.gradient(step.losses, variables or self.network_variables,
+        return self.step_gradient(step, step.losses, variables or self.network_variables,
                                   output_gradients=scale(weights, step.scale))
+
+    def step_gradient(self, step, target, sources, output_gradients=None):
+        """`step.tape.gradient(target, sources, output_gradients)`, on the decoders' own tape when
+        every source is a decoder variable or a head.
+
+        A tape walks back through everything `target` depends on, not only towards `sources`.
+        Through the encoder that is, under a strategy, one all-reduce per BatchNorm layer
+        (ExactBatchNorm's backward pass), and collectives are never pruned as dead code: a
+        gradient of the decoders alone would pay a whole encoder backward pass for nothing
+        (docs/design.md#distribution).
+        """
+        decoder_side = {id(v) for v in self.task_variables} | {id(h) for h in step.heads}
+        on_decoders = all(id(s) in decoder_side for s in tf.nest.flatten(sources))
+        tape = step.decoder_tape if on_decoders and step.decoder_tape is not None else step.tape
+        return tape.gradient(target, sources, output_gradients=output_gradients)
 
     def gradients_by_task(self, step, space="shared"):
         """The per-task gradients of the shared part, exact across replicas (TaskGradients)."""

@@ -53,8 +53,8 @@ class TaskGradients:
         check_space(space)
         self.model, self.step, self.space = model, step, space
         # Each task's gradient at its own copy of the feature: one pass through the decoders.
-        heads = step.tape.gradient(step.losses, step.heads,
-                                   output_gradients=scale(tf.ones_like(step.losses), step.scale))
+        heads = model.step_gradient(step, step.losses, step.heads,
+                                    output_gradients=scale(tf.ones_like(step.losses), step.scale))
         self.feature_grads = [unscale(g, step.scale, step.losses.dtype) for g in heads]
         if space == "shared":
             self.matrix = replica_sum(tf.stack([self._shared_gradient(g) for g in self.feature_grads]))
