@@ -20,6 +20,19 @@ def register_custom_objects():
 
 
 def load_model(path, compile=False):
-    """`keras.saving.load_model` with great_tf's classes registered first."""
+    """`keras.saving.load_model` with great_tf's classes registered first; a missing, broken or
+    foreign file ends in one `GreatError` that names it."""
+    import os
+    import zipfile
+
+    from great_tf.errors import GreatError
+
     register_custom_objects()
-    return keras.saving.load_model(path, compile=compile)
+    if not os.path.isfile(path):
+        raise GreatError(f"no saved model at {path}: pass a .keras file written by model.save()")
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise GreatError(f"{path} is not a loadable .keras model ({type(err).__name__}: {reason}); "
+                         f"pass a file written by model.save(), or retrain") from None

@@ -52,7 +52,8 @@ def load_data(args):
 
     print(f"loading {args.dataset}...", flush=True)
     train = load_classification(args.dataset, "train", args.data_dir, args.train_limit)
-    test = load_classification(args.dataset, "test", args.data_dir)
+    test = load_classification(args.dataset, "test", args.data_dir, args.eval_limit)
+    args.data_sizes = (len(train[1]), len(test[1]))  # for the table's notes
     return train, test
 
 
@@ -132,13 +133,20 @@ def train_method(method, args, train, test):
 def table_notes(args):
     from great_tf.evaluation import attack_settings_note, column_notes, paper_table1_note
 
-    limit = f"the first {args.attack_limit} test images" if args.attack_limit else "the whole test set"
+    from great_tf.evaluation import TRAIN_EXAMPLES
+
+    n_train, n_test = getattr(args, "data_sizes", (None, None))
+    attacked = min(args.attack_limit, n_test) if args.attack_limit and n_test else args.attack_limit
+    limit = f"the first {attacked} test images" if attacked else "every test image evaluated"
+    test_set = (f"the first {n_test} images of the test split" if args.eval_limit
+                else f"the whole test split ({n_test} images)")
     notes = [
         f"Test accuracy in %. eps = {args.eps:g} on the [0, {args.pixel_scale:g}] pixel scale "
         f"(= {unit(args.eps, args):.4g} of the full range; images in [0, 1]), L-inf. "
         + attack_settings_note(args.attacks, attack_settings(args)),
         f"Settings: {args.dataset}, preset {args.preset}, {args.epochs} epochs, batch {args.batch_size}, "
-        f"ResNet-18 width {args.width}, seed {args.seed}.",
+        f"ResNet-18 width {args.width}, seed {args.seed}; trained on {n_train} images; Train is "
+        f"on the first {min(TRAIN_EXAMPLES, n_train or TRAIN_EXAMPLES)} of them; No attack on {test_set}.",
         f"Every attack column is on {limit}" + (f" (SPSA: the first {args.spsa_limit})" if args.spsa_limit
                                                 else "") + ".",
         *column_notes(args.attacks, attack_settings(args)),
