@@ -10,7 +10,8 @@ import importlib
 import keras
 
 # Every module with a `keras.saving.register_keras_serializable` class (tests/test_saving.py checks).
-REGISTERING_MODULES = ("great_tf.layers", "great_tf.models.normalization", "great_tf.mtl",
+REGISTERING_MODULES = ("great_tf.layers", "great_tf.models.normalization", "great_tf.mtl.base",
+                       "great_tf.mtl.dense_metrics", "great_tf.mtl.methods.dbmtl", "great_tf.mtl.tasks",
                        "great_tf.precision", "great_tf.schedules")
 
 

@@ -16,7 +16,7 @@ one train step under `strategy` and reports:
 - `broadcasts`: writes of `ONLY_FIRST_REPLICA` variables in the step (each optimizer's step
   counter), which copy replica 0's value to the other replicas.
 
-`encoder_backward_passes(model, batch)` counts how often the single-device step back-propagates
+`encoder_backward_passes(model, graph)` counts how often a traced single-device step back-propagates
 through a multi-task model's whole encoder: the gradient ops of the encoder's first convolution
 kernel (gradient-manipulating methods in the shared-parameter space need one per task).
 """
@@ -77,7 +77,8 @@ def recording():
 
     def counted_merge_call(self, merge_fn, args=(), kwargs=None):
         # A write of an aggregated (not NONE) mirrored variable in a replica context.
-        if _is_first_replica(self) and "_on_write_update_replica" in getattr(merge_fn, "__qualname__", ""):
+        name = getattr(merge_fn, "__qualname__", "")
+        if _is_first_replica(self) and "_on_write_update_replica" in name:
             record["broadcasts"][0] += 1
         return merge_call(self, merge_fn, args, kwargs)
 
@@ -131,10 +132,17 @@ def cross_replica_costs(model, batch, strategy):
     """`CrossReplicaCosts` of one train step of `model` (built in `strategy.scope()`) on `batch`."""
     with recording() as record:
         graph = trace_train_step(model, batch, strategy).graph
-    replicas = max(1, len(strategy.extended.worker_devices))
     sources = {k: record["sources"].get(k, 0) for k in ("batch norm", "gradients", "method")}
-    reductions = count_collective_reductions(graph) // replicas if replicas > 1 else 0
+    reductions = count_collective_reductions(graph) // local_replicas(strategy)
     return CrossReplicaCosts(reductions, record["tensors"][0], record["broadcasts"][0], sources)
+
+
+def local_replicas(strategy):
+    """The replicas this process runs (each holds one copy of every collective op)."""
+    try:
+        return max(1, len(strategy.extended.worker_devices))
+    except RuntimeError:  # the default strategy: one device
+        return 1
 
 
 # -- backward passes ---------------------------------------------------------------------------------
@@ -154,21 +162,19 @@ def first_kernel(model):
     return None
 
 
-def encoder_backward_passes(model, batch):
-    """How many backward passes the single-device train step of a multi-task `model` makes
-    through its whole encoder: the filter-gradient ops of the encoder's first convolution (the
-    forward op's input, the image, is theirs too)."""
-    import tensorflow as tf
-
+def encoder_backward_passes(model, graph):
+    """How many backward passes the traced single-device train step `graph` (e.g.
+    `tf.function(model.train_step).get_concrete_function(batch).graph`) of the multi-task `model`
+    makes through the whole encoder: the filter-gradient ops of the encoder's first convolution,
+    which read the step's input."""
     kernel = first_kernel(model.encoder)
     if kernel is None:
         raise ValueError("the encoder has no convolution to count backward passes at")
-    graph = tf.function(model.train_step).get_concrete_function(batch).graph
     ops = graph_ops(graph)
     shape = tuple(kernel.shape)
-    images = {op.inputs[0].name for op in ops if op.type == "Conv2D"
+    inputs = {op.inputs[0].name for op in ops if op.type == "Conv2D"
               and tuple(op.inputs[1].shape) == shape and _reads_input(op.inputs[0])}
-    return sum(op.type == "Conv2DBackpropFilter" and op.inputs[0].name in images for op in ops)
+    return sum(op.type == "Conv2DBackpropFilter" and op.inputs[0].name in inputs for op in ops)
 
 
 def _reads_input(tensor, depth=4):

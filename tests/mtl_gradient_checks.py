@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from great_tf import mtl
-from tests.test_distributed import BATCH, SIZE, conv_net, max_difference
-from tests.test_mtl import (LR, TASKS, sgd, softmax, toy_batch, toy_losses_and_grads, toy_network,
+from test_distributed import BATCH, SIZE, conv_net, max_difference
+from test_mtl import (LR, TASKS, sgd, softmax, toy_batch, toy_losses_and_grads, toy_network,
                             toy_weights)
 
 
@@ -166,3 +166,23 @@ def two_replica_difference(method, mirrored, **hyperparameters):
     _, replicated = trained_weights(method, hyperparameters, mirrored)
     assert len(single) == len(replicated)
     return max_difference(initial, single), max_difference(single, replicated)
+
+
+def resumed_equals_uninterrupted(build, tmp_path, steps=3):
+    """`steps` train steps straight, against one step, a checkpoint (great_tf.checkpoints), a
+    fresh model restored from it and the remaining steps: every weight must be equal."""
+    from great_tf import checkpoints
+
+    batches = [toy_batch(seed=30 + i) for i in range(steps)]
+    straight = build()
+    for batch in batches:
+        straight.train_step(batch)
+    first = build()
+    first.train_step(batches[0])
+    path = checkpoints.run_checkpoint(first).write(str(tmp_path / "ckpt"))
+    resumed = build()
+    checkpoints.run_checkpoint(resumed).read(path).assert_consumed()
+    for batch in batches[1:]:
+        resumed.train_step(batch)
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

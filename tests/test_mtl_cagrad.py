@@ -11,7 +11,7 @@ from scipy.optimize import minimize_scalar
 
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.cagrad import cagrad_weights
-from tests.mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
+from mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
                                        three_task_toy_step, toy_step)
 
 C = 0.4

@@ -11,6 +11,7 @@ import pytest
 from great_tf import mtl
 from great_tf.errors import GreatError
 from test_mtl import LR, TASKS, sgd, toy_batch, toy_losses_and_grads, toy_network, toy_weights
+from mtl_gradient_checks import resumed_equals_uninterrupted
 
 
 def softmax(z):
@@ -90,26 +91,6 @@ def test_a_resumed_run_continues_the_logits_and_their_adam_exactly(tmp_path):
         return model
 
     resumed_equals_uninterrupted(build, tmp_path)
-
-
-def resumed_equals_uninterrupted(build, tmp_path, steps=3):
-    """`steps` train steps straight, against one step, a checkpoint (great_tf.checkpoints), a
-    fresh model restored from it and the remaining steps: every weight must be equal."""
-    from great_tf import checkpoints
-
-    batches = [toy_batch(seed=30 + i) for i in range(steps)]
-    straight = build()
-    for batch in batches:
-        straight.train_step(batch)
-    first = build()
-    first.train_step(batches[0])
-    path = checkpoints.run_checkpoint(first).write(str(tmp_path / "ckpt"))
-    resumed = build()
-    checkpoints.run_checkpoint(resumed).read(path).assert_consumed()
-    for batch in batches[1:]:
-        resumed.train_step(batch)
-    for a, b in zip(straight.weights, resumed.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 @pytest.mark.parametrize("bad, message", [({"gamma": -1.0}, "famo needs"), ({"weight_lr": 0.0}, "famo needs"),

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.imtl import imtl_g_weights
-from tests.mtl_gradient_checks import (LR, assert_three_task_update, assert_toy_update,
+from mtl_gradient_checks import (LR, assert_three_task_update, assert_toy_update,
                                        logged_weights, three_task_toy_step, toy_step)
 
 S = np.array([0.3, -0.4], np.float32)  # loss scales s_t = log of the weights e^{s_t}

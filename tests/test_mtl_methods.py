@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from great_tf import mtl
-from tests.test_mtl import LR, TASKS, sgd, toy_batch, toy_losses_and_grads, toy_network, toy_weights
+from test_mtl import LR, TASKS, sgd, toy_batch, toy_losses_and_grads, toy_network, toy_weights
 
 SIZE, BATCH, STEPS = 6, 4, 3
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.mgda import min_norm_weights
-from tests.mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
+from mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
                                        three_task_toy_step, toy_step, two_replica_difference)
 
 

@@ -14,7 +14,8 @@ from great_tf import mtl
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.nashmtl import bargaining_weights
 from mtl_gradient_checks import (TASKS, assert_three_task_update, assert_toy_update, compile_sgd,
-                                 logged_weights, three_task_toy_step, toy_step)
+                                 logged_weights, resumed_equals_uninterrupted, three_task_toy_step,
+                                 toy_step)
 from test_mtl import LR, toy_batch, toy_losses_and_grads, toy_network, toy_weights
 
 
@@ -132,26 +133,6 @@ def test_the_weights_are_model_state_for_checkpoints():
 def test_a_resumed_run_reuses_the_checkpointed_weights(tmp_path):
     # Resumed after step 0 (solved), step 1 reuses that alpha: only the checkpoint has it.
     resumed_equals_uninterrupted(lambda: toy_model(update_weights_every=2), tmp_path)
-
-
-def resumed_equals_uninterrupted(build, tmp_path, steps=3):
-    """`steps` train steps straight, against one step, a checkpoint (great_tf.checkpoints), a
-    fresh model restored from it and the remaining steps: every weight must be equal."""
-    from great_tf import checkpoints
-
-    batches = [toy_batch(seed=30 + i) for i in range(steps)]
-    straight = build()
-    for batch in batches:
-        straight.train_step(batch)
-    first = build()
-    first.train_step(batches[0])
-    path = checkpoints.run_checkpoint(first).write(str(tmp_path / "ckpt"))
-    resumed = build()
-    checkpoints.run_checkpoint(resumed).read(path).assert_consumed()
-    for batch in batches[1:]:
-        resumed.train_step(batch)
-    for a, b in zip(straight.weights, resumed.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 def test_xla_is_refused_in_one_line():

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from great_tf.errors import GreatError
 from great_tf.mtl.methods.pcgrad import pcgrad_weights, projection_order
-from tests.mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
+from mtl_gradient_checks import (assert_three_task_update, assert_toy_update, logged_weights,
                                        three_task_toy_step, toy_step, two_replica_difference)
 
 

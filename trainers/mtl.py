@@ -16,10 +16,14 @@ import os
 from trainers import flags
 
 PRESETS = {
-    # Every method (13) and the single-task baselines (4 networks) in minutes on 2 CPU cores:
-    # 2 epochs of the CIFAR-10 subset (5,000 training images, 79 steps each), ResNet-18 width 8.
-    # Budget for `--method all`: about 10 minutes, estimated from single-method runs.
-    "small": {"epochs": 2, "batch_size": 64, "width": 8, "train_limit": None, "steps_per_epoch": None},
+    # Every method (13) and the single-task baselines (4 networks) within about 10 minutes on 2
+    # CPU cores (`--method all`; --seeds N takes N times as long): ResNet-18 width 8, batch 64,
+    # 2 epochs of 40 steps, the second continuing the data where the first stopped (5,120
+    # images: one pass over the 5,000-image CIFAR-10 subset). Tracing each method's step costs
+    # 10-35 s of a run, so fewer steps would save little. Estimated from single-method runs:
+    # per run ~35 s (loss weighting), ~55 s (parameter-space gradient methods), ~65 s (GREAT),
+    # ~80 s (the four single-task networks) on a loaded machine.
+    "small": {"epochs": 2, "batch_size": 64, "width": 8, "train_limit": None, "steps_per_epoch": 40},
     # The paper's supplement: ResNet-18 (width 64), Adam 1e-3 with the poly policy, 50 epochs.
     # The paper does not give the batch size; 128 is our choice.
     "paper": {"epochs": 50, "batch_size": 128, "width": 64, "train_limit": None, "steps_per_epoch": None},
@@ -94,8 +98,9 @@ def hyperparameters(method, args, benchmark=None):
     return values
 
 
-def comparison_notes(args, benchmark, directions, methods):
-    """The table's notes: test set, settings, Δm, what is better, the paper's rows."""
+def comparison_notes(args, benchmark, directions, methods, problem=None):
+    """The table's notes: test set, settings, Δm (or why there is none), what is better, the
+    paper's rows."""
     from great_tf.mtl.report import SINGLE
 
     test_split = benchmark.splits[1]
@@ -118,6 +123,8 @@ def comparison_notes(args, benchmark, directions, methods):
     if SINGLE not in methods:
         notes.append("No single-task baselines in this logdir with these settings: run with "
                      "--method single (or --method all) for Δm.")
+    elif problem:
+        notes.append(f"No Δm: {problem}.")
     labels = {}
     for task in benchmark.tasks:
         labels.update(task.metric_labels())
@@ -134,7 +141,7 @@ def write_comparison(rows, args, benchmark):
     from great_tf.mtl.report import DELTA_M, add_delta_m, column_directions, write_comparison as write
 
     directions = column_directions(benchmark.tasks)
-    rows = add_delta_m(rows, directions)
+    rows, problem = add_delta_m(rows, directions)
     columns = ["method", *directions, DELTA_M, "train s", "images/s"]
     formats = {label: ".2f" if label.endswith("%") or label.endswith("°") else ".4f"
                for label in directions}
@@ -142,7 +149,7 @@ def write_comparison(rows, args, benchmark):
     stem = os.path.join(args.logdir, "table4")
     methods = {r["method"] for r in rows}
     text, summary = write(stem, rows, columns, f"Multi-task learning on {args.dataset}",
-                          comparison_notes(args, benchmark, directions, methods), formats)
+                          comparison_notes(args, benchmark, directions, methods, problem), formats)
     print("\n" + text + f"\n\n(written to {stem}.md, .csv (per seed) and .json)")
     return summary
 

@@ -97,6 +97,23 @@ def run_config_extra(args, run_seed, method, settings, task=None):
     return extra
 
 
+def quiet_retracing_warnings():
+    """Drops TensorFlow's "triggered tf.function retracing" warnings: every run builds its own
+    model, whose train function Keras traces anew, and TensorFlow counts those as retracings of
+    one function. Other warnings still show."""
+    import logging
+
+    import tensorflow as tf
+
+    class NoRetracing(logging.Filter):
+        def filter(self, record):
+            return "triggered tf.function retracing" not in record.getMessage()
+
+    logger = tf.get_logger()
+    if not any(isinstance(f, NoRetracing) or type(f).__name__ == "NoRetracing" for f in logger.filters):
+        logger.addFilter(NoRetracing())
+
+
 # -- data ------------------------------------------------------------------------------------------
 
 def load_data(args, benchmark):
@@ -178,7 +195,8 @@ def train_method(args, benchmark, data, method, seed, settings, offset=0):
     run_dir = run_folder(args.logdir, method, seed, args.seeds)
     result = train_network(run_args, benchmark, data, run_dir, method, benchmark.tasks, settings,
                            run_config_extra(args, seed, method, settings))
-    return {"method": method, "seed": seed, **{k: v for k, v in result.items() if k not in ("method", "seed")}}
+    own = {k: v for k, v in result.items() if k not in ("method", "seed")}
+    return {"method": method, "seed": seed, **own}
 
 
 # -- the single-task baselines ---------------------------------------------------------------------
@@ -256,6 +274,7 @@ def run_comparison(args, benchmark, methods, hyperparameters, data=None):
     per-seed rows. `hyperparameters`: {method: {name: value}}."""
     import gc
 
+    quiet_retracing_warnings()
     data = data if data is not None else load_data(args, benchmark)
     rows = []
     order = [m for m in methods if m == SINGLE] + [m for m in methods if m != SINGLE]

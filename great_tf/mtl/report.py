@@ -9,7 +9,7 @@ Rows are dicts keyed by table column (a metric's label from `Task.metric_labels`
   higher is better and −1 where lower is better, B the single-task baseline; positive is better.
 - `add_delta_m(rows, directions)`: every row's Δm against the mean over seeds of the "single"
   rows (the same baseline for every seed; then the "single" row's own Δm averages to 0 and its
-  spread is the single-task networks' own seed-to-seed spread).
+  spread is the single-task networks' own seed-to-seed spread), and why there is none if so.
 - `summarize(rows, columns)`: one row per method: the mean of every numeric column over its seeds
   and, with two seeds or more, the sample standard deviation as `<column> std`.
 - `write_comparison(...)`: `<stem>.md` (mean ± std, sorted by Δm, best first), `<stem>.csv` (the
@@ -79,9 +79,16 @@ def baseline_row(rows, method=SINGLE):
 
 
 def add_delta_m(rows, directions, method=SINGLE):
-    """The rows with DELTA_M against the mean of `method`'s rows (None without them)."""
+    """(the rows with DELTA_M against the mean of `method`'s rows, None if there is no Δm and why
+    not): without `method`'s rows, or with a baseline metric of 0 (a share of pixels within
+    11.25° after a few steps, say), every DELTA_M is None."""
     baseline = baseline_row(rows, method)
-    return [{**r, DELTA_M: delta_m(r, baseline, directions) if baseline else None} for r in rows]
+    if baseline is None:
+        return [{**r, DELTA_M: None} for r in rows], f"no {method!r} rows"
+    try:
+        return [{**r, DELTA_M: delta_m(r, baseline, directions)} for r in rows], None
+    except GreatError as err:
+        return [{**r, DELTA_M: None} for r in rows], str(err)
 
 
 def summarize(rows, columns):
@@ -123,9 +130,11 @@ def write_comparison(stem, seed_rows, columns, title, notes=(), formats=None):
     DELTA_M already added); returns (the Markdown text, the summary rows in table order)."""
     formats = formats or {}
     summary = sort_by_delta_m(summarize(seed_rows, [c for c in columns if c != "method"]))
-    shown = [{c: cell(r, c, formats.get(c, ".4g")) if c != "method" else r["method"] for c in columns}
-             for r in summary]
-    text = "\n".join([f"## {title}", "", markdown_table(shown, columns), *([""] + list(notes) if notes else [])])
+    header = {c: c.replace("|", "\\|") for c in columns}  # "normals 1-|cos|" in a Markdown table
+    shown = [{header[c]: cell(r, c, formats.get(c, ".4g")) if c != "method" else r["method"]
+              for c in columns} for r in summary]
+    table = markdown_table(shown, [header[c] for c in columns])
+    text = "\n".join([f"## {title}", "", table, *([""] + list(notes) if notes else [])])
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
     with open(f"{stem}.md", "w", encoding="utf-8") as f:
         f.write(text + "\n")

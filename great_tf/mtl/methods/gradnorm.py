@@ -51,13 +51,17 @@ class GradNormMTL(MultiTaskModel):
         grads = self.weighted_gradients(step, weights, self.network_variables + step.heads)
         n_vars = len(self.network_variables)
         # grad_W L_i from task i's gradient at the feature: a short backprop from f to W.
-        norms = tf.stack([
-            unscale(tf.norm(replica_sum(step.tape.gradient(
-                step.feature, self.shared_kernel, output_gradients=g / tf.cast(w, g.dtype)))),
-                step.scale)
+        kernel_grads = tf.stack([
+            step.tape.gradient(step.feature, self.shared_kernel,
+                               output_gradients=g / tf.cast(w, g.dtype))
             for g, w in zip(grads[n_vars:], tf.unstack(weights))
         ])
-        weight_grad = self.gradnorm_weight_gradient(weights, norms, self.global_losses(step),
+        # The T kernel gradients and the T losses summed over replicas in one all-reduce.
+        kernel_grads, global_losses = replica_sum(
+            [kernel_grads, tf.cast(step.losses, kernel_grads.dtype)])
+        norms = unscale(tf.norm(tf.reshape(kernel_grads, [len(self.tasks), -1]), axis=1), step.scale)
+        weight_grad = self.gradnorm_weight_gradient(weights, norms,
+                                                    tf.cast(global_losses, step.losses.dtype),
                                                     loss_scale(self.weight_optimizer))
         # Every replica computed the same global gradient; the optimizer sums across replicas.
         self.weight_optimizer.apply([weight_grad / num_replicas()], [weights])
