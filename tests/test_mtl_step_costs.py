@@ -1,6 +1,7 @@
 """What a multi-task step costs under a strategy, counted on its traced graph (great_tf/step_costs.py),
-and the cuts: no encoder walk for decoder-only gradients, no broadcast of the first-batch losses,
-no symbolic forward pass at every `fit` call."""
+and the cuts: no encoder walk for decoder-only gradients, one pass through the decoders for the
+gradient-combining methods, no broadcast of the first-batch losses, no symbolic forward pass at
+every `fit` call."""
 
 import keras
 import numpy as np
@@ -9,16 +10,35 @@ import tensorflow as tf
 
 from great_tf import mtl
 from great_tf.step_costs import cross_replica_costs, encoder_backward_passes
-from tests.test_mtl_methods import DIST_TASKS, batches, sgd, small_network
+from tests.test_mtl_methods import DIST_TASKS, SIZE, batches, sgd
+
+
+def network(tasks):
+    """conv - exact BatchNorm - ReLU as the encoder; each decoder a 1x1 convolution and an exact
+    BatchNorm before its head: B = 3 BatchNorm layers, one in the encoder."""
+    from great_tf.models.blocks import batch_norm
+
+    inputs = keras.Input((SIZE, SIZE, 1))
+    feature = keras.layers.ReLU()(batch_norm()(keras.layers.Conv2D(3, 3, padding="same")(inputs)))
+    encoder = keras.Model(inputs, feature, name="encoder")
+    decoders = {}
+    for t in tasks:
+        head = keras.Input(feature.shape[1:])
+        x = batch_norm()(keras.layers.Conv2D(2, 1)(head))
+        if t.kind == "classification":
+            out = keras.layers.Dense(t.units)(keras.layers.GlobalAveragePooling2D()(x))
+        else:
+            out = keras.layers.Conv2D(t.units, 1)(x)
+        decoders[t.name] = keras.Model(head, out, name=f"{t.name}_decoder")
+    return encoder, decoders
 
 
 def build(method, strategy=None, **hyperparameters):
-    """`method` on tests/test_mtl_methods.py's network: one exact BatchNorm in the encoder, none in
-    the two decoders; GREAT's task classifier a pooled linear layer (no BatchNorm either)."""
+    """`method` on `network`; GREAT's task classifier a pooled linear layer (no BatchNorm)."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        encoder, decoders = small_network(DIST_TASKS)
+        encoder, decoders = network(DIST_TASKS)
         if method == "great":
             feature = keras.Input(encoder.output.shape[1:])
             pooled = keras.layers.GlobalAveragePooling2D()(feature)
@@ -40,22 +60,25 @@ def single_device_graph(model):
     return tf.function(model.train_step).get_concrete_function(one_batch()).graph
 
 
-# All-reduces by hand, with B = 1 BatchNorm layer (encoder): its forward pass sums twice (mean,
-# then the centred variance), each backward pass through it once. T = 2 tasks.
+# All-reduces by hand. A BatchNorm layer's forward pass sums twice (mean, then the centred
+# variance), each backward pass through it once; B = 3 layers (encoder 1, decoders 1 each), T = 2.
 @pytest.mark.parametrize("method, hyperparameters, batch_norm, gradients, own, passes, broadcasts", [
     # one backward pass; one optimizer
-    ("equal", {}, 2 + 1, 1, 0, 1, 1),
-    # T backward passes from the feature to the encoder; the T x P task gradients summed once.
-    # The decoders' own gradients (the heads, the decoders' update) walk the decoders only.
-    ("pcgrad", {}, 2 + 2, 1, 1, 2, 1),
-    # one backward pass (the combination at the feature); the T x T Gram matrix summed once
-    ("pcgrad", {"space": "feature"}, 2 + 1, 1, 1, 1, 1),
+    ("equal", {}, 2 * 3 + 3, 1, 0, 1, 1),
+    # one pass through the decoders (the heads' gradients and the decoders' own, together), then
+    # T from the feature to the encoder; the T x P task gradients summed once
+    ("pcgrad", {}, 2 * 3 + 2 + 2, 1, 1, 2, 1),
+    # the same with the decoders' gradients weighted (Nash-MTL's alpha): no second pass
+    ("nashmtl", {}, 2 * 3 + 2 + 2, 1, 1, 2, 2),
+    # one pass through the decoders, one through the encoder (the combination at the feature);
+    # the T x T Gram matrix summed once
+    ("pcgrad", {"space": "feature"}, 2 * 3 + 2 + 1, 1, 1, 1, 1),
     # one backward pass, then T walks from the feature to the last kernel; the T kernel gradients
     # and the T losses in one all-reduce; two optimizers; broadcasts: the optimizers' step
     # counters and the renormalised weights, not the first-batch losses
-    ("gradnorm", {}, 2 + 1 + 2, 2, 1, 1 + 2, 3),
+    ("gradnorm", {}, 2 * 3 + 3 + 2, 2, 1, 1 + 2, 3),
     # one backward pass; the losses summed once; network, GAL and classifier optimizers
-    ("great", {}, 2 + 1, 3, 1, 1, 3),
+    ("great", {}, 2 * 3 + 3, 3, 1, 1, 3),
 ])
 def test_all_reduces_and_backward_passes_per_step_by_hand(method, hyperparameters, batch_norm, gradients,
                                                           own, passes, broadcasts, mirrored):

@@ -311,7 +311,10 @@ class MultiTaskModel(GreatModel):
     def combined_gradients(self, step, grads, shared_update, task_weights=None):
         """Network gradients from the encoder's gradients of a combined update (`TaskGradients.
         apply_weights` / `apply_vector`) and
-        the decoders' own task gradients, weighted by `task_weights` (default 1: raw losses)."""
+        the decoders' own task gradients, weighted by `task_weights` (default 1: raw losses),
+        from the pass through the decoders that `grads` made already."""
+        if hasattr(grads, "decoder_gradients"):
+            return list(shared_update) + grads.decoder_gradients(task_weights)
         weights = tf.ones_like(step.losses) if task_weights is None else task_weights
         decoder_grads = self.weighted_gradients(step, weights, self.task_variables)
         return list(shared_update) + list(decoder_grads)

@@ -52,9 +52,11 @@ class TaskGradients:
     def __init__(self, model, step, space="shared"):
         check_space(space)
         self.model, self.step, self.space = model, step, space
-        # Each task's gradient at its own copy of the feature: one pass through the decoders.
-        heads = model.step_gradient(step, step.losses, step.heads,
+        # One pass through the decoders gives each task's gradient at its own copy of the feature
+        # and each decoder's gradient of its own loss (`decoder_gradients`).
+        grads = model.step_gradient(step, step.losses, list(step.heads) + model.task_variables,
                                     output_gradients=scale(tf.ones_like(step.losses), step.scale))
+        heads, self._decoder_grads = grads[:len(step.heads)], grads[len(step.heads):]
         self.feature_grads = [unscale(g, step.scale, step.losses.dtype) for g in heads]
         if space == "shared":
             self.matrix = replica_sum(tf.stack([self._shared_gradient(g) for g in self.feature_grads]))
@@ -68,6 +70,21 @@ class TaskGradients:
         grads = self.step.tape.gradient(self.step.feature, variables,
                                         output_gradients=tf.cast(feature_grad, self.step.feature.dtype))
         return flatten([tf.cast(g, self.step.losses.dtype) for g in grads])
+
+    def decoder_gradients(self, task_weights=None):
+        """The decoders' gradients of sum_i w_i L_i (w = 1 by default), scaled for the main
+        optimizer, without another pass through the decoders: a decoder's variables get gradient
+        from its own task's loss only, so they are that task's gradients times w_i."""
+        if task_weights is None:
+            return list(self._decoder_grads)
+        weights = tf.unstack(tf.stop_gradient(tf.convert_to_tensor(task_weights)))
+        weighted, start = [], 0
+        for w, task in zip(weights, self.model.tasks):
+            count = len(self.model.decoders[task.name].trainable_variables)
+            weighted += [None if g is None else g * tf.cast(w, g.dtype)
+                         for g in self._decoder_grads[start:start + count]]
+            start += count
+        return weighted
 
     @property
     def num_tasks(self):
