@@ -92,7 +92,7 @@ def test_exact_and_synchronized_batch_norm_have_exact_second_order_gradients(nor
 
 
 def test_default_batch_norm_second_order_gradients_are_wrong(float64, batch):
-    """Why the library never uses the default layer (DESIGN.md section 5)."""
+    """Why the library never uses the default layer (docs/design.md#exactness)."""
     keras.utils.set_random_seed(1)
     assert finite_difference_error(conv_bn_net(keras.layers.BatchNormalization), *batch) > 1e-6
 

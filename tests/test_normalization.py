@@ -89,7 +89,7 @@ def test_output_and_both_derivatives_match_float64_finite_differences(shape):
 
 
 def test_the_second_derivative_is_not_the_default_layers(float64):
-    """The check above can fail: Keras' default layer misses second-order terms (DESIGN.md 5)."""
+    """The check above can fail: Keras' default layer misses second-order terms (docs/design.md#exactness)."""
     x, gamma, beta, w, u, p, q = probe_inputs(tf.float64)
     layer = keras.layers.BatchNormalization(epsilon=EPS)
     layer.build(x.shape)
