@@ -78,25 +78,10 @@ def build(spec, input_shape, width, smoke):
 
 
 def tiny_network(input_shape, tasks, width):
-    """convolution, ExactBatchNorm, ReLU as the encoder; a 1x1 convolution (dense tasks) or a
-    pooled linear layer (classification) per task."""
-    import keras
+    """`great_tf.mtl.network.tiny_multitask_network` with 8 x width encoder channels."""
+    from great_tf.mtl.network import tiny_multitask_network
 
-    from great_tf.models.blocks import batch_norm
-
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8 * width, 3, padding="same")(inputs)
-    feature = keras.layers.ReLU()(batch_norm()(x))
-    encoder = keras.Model(inputs, feature, name="encoder")
-    decoders = {}
-    for t in tasks:
-        head = keras.Input(feature.shape[1:])
-        if t.kind == "classification":
-            out = keras.layers.Dense(t.units)(keras.layers.GlobalAveragePooling2D()(head))
-        else:
-            out = keras.layers.Conv2D(t.units, 1)(head)
-        decoders[t.name] = keras.Model(head, out, name=f"{t.name}_decoder")
-    return encoder, decoders
+    return tiny_multitask_network(input_shape, tasks, channels=8 * width)
 
 
 def step_timer(spec, width, batches, smoke):

@@ -18,21 +18,9 @@ SIZE, BATCH, STEPS = 6, 4, 3
 
 
 def small_network(tasks):
-    """conv - exact BN - ReLU encoder and tiny heads: every piece a real model has."""
-    from great_tf.models.blocks import batch_norm
+    from great_tf.mtl.network import tiny_multitask_network
 
-    inputs = keras.Input((SIZE, SIZE, 1))
-    feature = keras.layers.ReLU()(batch_norm()(keras.layers.Conv2D(3, 3, padding="same")(inputs)))
-    encoder = keras.Model(inputs, feature, name="encoder")
-    decoders = {}
-    for t in tasks:
-        head = keras.Input(feature.shape[1:])
-        if t.kind == "classification":
-            out = keras.layers.Dense(t.units)(keras.layers.GlobalAveragePooling2D()(head))
-        else:
-            out = keras.layers.Conv2D(t.units, 1)(head)
-        decoders[t.name] = keras.Model(head, out, name=f"{t.name}_decoder")
-    return encoder, decoders
+    return tiny_multitask_network((SIZE, SIZE, 1), tasks)
 
 
 DIST_TASKS = (mtl.Task("class", "classification", 3), mtl.Task("auto", "regression", 1))

@@ -16,21 +16,9 @@ from tests.test_mtl_methods import DIST_TASKS, SIZE, batches, sgd
 def network(tasks):
     """conv - exact BatchNorm - ReLU as the encoder; each decoder a 1x1 convolution and an exact
     BatchNorm before its head: B = 3 BatchNorm layers, one in the encoder."""
-    from great_tf.models.blocks import batch_norm
+    from great_tf.mtl.network import tiny_multitask_network
 
-    inputs = keras.Input((SIZE, SIZE, 1))
-    feature = keras.layers.ReLU()(batch_norm()(keras.layers.Conv2D(3, 3, padding="same")(inputs)))
-    encoder = keras.Model(inputs, feature, name="encoder")
-    decoders = {}
-    for t in tasks:
-        head = keras.Input(feature.shape[1:])
-        x = batch_norm()(keras.layers.Conv2D(2, 1)(head))
-        if t.kind == "classification":
-            out = keras.layers.Dense(t.units)(keras.layers.GlobalAveragePooling2D()(x))
-        else:
-            out = keras.layers.Conv2D(t.units, 1)(x)
-        decoders[t.name] = keras.Model(head, out, name=f"{t.name}_decoder")
-    return encoder, decoders
+    return tiny_multitask_network((SIZE, SIZE, 1), tasks, decoder_channels=2)
 
 
 def build(method, strategy=None, **hyperparameters):

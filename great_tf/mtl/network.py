@@ -57,6 +57,31 @@ def build_multitask_network(input_shape, tasks, width):
     return encoder, decoders
 
 
+def tiny_multitask_network(input_shape, tasks, channels=3, decoder_channels=0):
+    """The smallest network with every piece a real one has, for tests and smoke benchmarks:
+    convolution, ExactBatchNorm and ReLU as the encoder; per task an optional 1x1 convolution and
+    ExactBatchNorm (`decoder_channels` > 0), then a pooled linear layer (classification) or a 1x1
+    convolution (dense tasks)."""
+    import keras
+
+    from great_tf.models.blocks import batch_norm
+
+    inputs = keras.Input(input_shape)
+    feature = keras.layers.ReLU()(batch_norm()(keras.layers.Conv2D(channels, 3, padding="same")(inputs)))
+    encoder = keras.Model(inputs, feature, name="encoder")
+    decoders = {}
+    for t in tasks:
+        head = x = keras.Input(feature.shape[1:])
+        if decoder_channels:
+            x = batch_norm()(keras.layers.Conv2D(decoder_channels, 1)(x))
+        if t.kind == "classification":
+            out = keras.layers.Dense(t.units)(keras.layers.GlobalAveragePooling2D()(x))
+        else:
+            out = keras.layers.Conv2D(t.units, 1)(x)
+        decoders[t.name] = keras.Model(head, out, name=f"{t.name}_decoder")
+    return encoder, decoders
+
+
 def build_mtl_model(method, input_shape=(32, 32, 1), tasks=CIFAR10_NOISY_TASKS, width=64,
                     network=build_multitask_network, **hyperparameters):
     """A multi-task model for `method` on the paper's network (or `network(input_shape, tasks,
