@@ -127,20 +127,44 @@ def test_adversarial_mode_loss_is_mean_of_clean_and_fgsm():
     model = build_defense("adversarial", (8, 8, 3), 3, width=4, fgsm_eps=0.2)
     x = tf.random.stateless_uniform([4, 8, 8, 3], [2, 2])
     y = tf.constant([0, 1, 2, 0])
-    grads, out = model.adversarial_gradients(x, y)
-    with tf.GradientTape() as tape:  # the FGSM example by hand, from a training-mode forward
+    with tf.GradientTape() as tape:  # the FGSM example by hand, from an inference-mode forward
         tape.watch(x)
-        clean = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model.main(x, training=True)))
+        clean = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model.main(x, training=False)))
     x_adv = tf.clip_by_value(x + 0.2 * tf.sign(tape.gradient(clean, x)), 0.0, 1.0)
-    adv = tf.nn.sparse_softmax_cross_entropy_with_logits(y, model.main(x_adv, training=True))
-    np.testing.assert_allclose(out["adv_per_example"].numpy(), adv.numpy(), rtol=1e-5)
-    with tf.GradientTape() as tape:
-        logits = model.main(x, training=True)
-        adv_logits = model.main(x_adv, training=True)
-        total = 0.5 * (tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-                       + tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, adv_logits)))
+    grads, out = model.adversarial_gradients(x, y)
+    with tf.GradientTape() as tape:  # one training-mode forward over the clean and FGSM examples
+        both = model.main(tf.concat([x, x_adv], 0), training=True)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.concat([y, y], 0), both)
+        total = 0.5 * (tf.reduce_mean(ce[:4]) + tf.reduce_mean(ce[4:]))
     expected = tape.gradient(total, model.main.trainable_variables)
+    np.testing.assert_allclose(out["adv_per_example"].numpy(), ce[4:].numpy(), rtol=1e-5)
     np.testing.assert_allclose(flat(grads), flat(expected), rtol=1e-4, atol=1e-6)
+    # Separate clean and adversarial forwards give other BatchNorm statistics, hence other
+    # gradients: the joint batch is what is tested here.
+    with tf.GradientTape() as tape:
+        separate = 0.5 * (tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model.main(x, training=True)))
+                          + tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model.main(x_adv, training=True))))
+    assert not np.allclose(flat(tape.gradient(separate, model.main.trainable_variables)), flat(grads), rtol=1e-3)
+
+
+def test_adversarial_training_keeps_moving_statistics_of_mixed_batches():
+    """The FGSM direction's forward is in inference mode: after a step, the moving mean of the
+    first BatchNorm equals one momentum update with the statistics of the joint batch alone."""
+    tf.keras.utils.set_random_seed(0)
+    model = build_defense("adversarial", (8, 8, 3), 3, width=4, fgsm_eps=0.2)
+    x = tf.random.stateless_uniform([4, 8, 8, 3], [3, 3])
+    y = tf.constant([0, 1, 2, 0])
+    bn = next(layer for layer in model.main._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization))
+    before = bn.moving_mean.numpy().copy()
+    clean_only = [v.numpy().copy() for v in model.main.non_trainable_variables]
+    model.adversarial_gradients(x, y)
+    after = bn.moving_mean.numpy()
+    assert not np.allclose(after, before)
+    for v, old in zip(model.main.non_trainable_variables, clean_only):
+        v.assign(old)
+    x_adv = model.defense_mode.fgsm_examples(model, x, y)
+    model.main(tf.concat([x, x_adv], 0), training=True)  # the one update the step should have made
+    np.testing.assert_allclose(after, bn.moving_mean.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_poly_ramp_is_max_times_one_minus_lr_multiplier():

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from great_tf import runs
 from great_tf.evaluation import column_names
 from great_tf.summaries import read_events
 from trainers import defense
@@ -55,7 +56,10 @@ def test_trainer_end_to_end_writes_table_figures_events_and_reevaluates(tmp_path
     for column in column_names("strong"):
         assert again[0][column] == pytest.approx(row[column]), column
     assert "FGSM" not in again[0] and "AA" in text
-    assert os.path.exists(os.path.join(logdir, "great+ce", "evaluation", "robustness.md"))
+    folder = os.path.join(logdir, "great+ce", "evaluation", "eps0.1")  # cifar10's eps: one folder per eps
+    assert os.path.exists(os.path.join(folder, "robustness.md"))
+    saved = runs.load_result(folder)
+    assert saved["AA"] == pytest.approx(row["AA"]) and saved["attacks"] == "strong"
 
 
 def test_trainer_errors_are_one_line(tmp_path, capsys):

@@ -26,6 +26,17 @@ PRESETS = {
     "small": {"epochs": 3, "batch_size": 64, "width": 8, "train_limit": None, "steps_per_epoch": None,
               "attack_limit": 200, "spsa_limit": 50, "apgd_iterations": 20, "apgd_restarts": 1,
               "apgd_targets": 3, "square_queries": 500},
+    # The evidence runs of docs/results.md (#14): one method and one seed in at most about 20
+    # minutes on 2 CPU cores, attacks included. Full MNIST (60,000 images): 3 epochs at width 8,
+    # batch 128 (the smallest number of epochs at which alpha and beta, which are 0 during the
+    # first epoch, act for most of training; GRE(AT+CE) ~0.4 s a step, ~10 min). The CIFAR-10
+    # subset (5,000 images): 30 epochs at width 16, batch 64. Attacks on 500 test images (SPSA
+    # 100), APGD 50 iterations, 3 APGD-T targets, Square 1,000 queries. Measured times:
+    # docs/results.md.
+    "medium": {"epochs": flags.PerDataset(30, mnist=3), "batch_size": flags.PerDataset(64, mnist=128),
+               "width": flags.PerDataset(16, mnist=8), "train_limit": None, "steps_per_epoch": None,
+               "attack_limit": 500, "spsa_limit": 100, "apgd_iterations": 50, "apgd_restarts": 1,
+               "apgd_targets": 3, "square_queries": 1000},
     # The paper's supplement: ResNet-18 (width 64), Adam 1e-3 poly for both networks, 100 epochs.
     # The paper does not give the batch size; 128 is our choice. Attacks on the whole test set.
     "paper": {"epochs": 100, "batch_size": 128, "width": 64, "train_limit": None, "steps_per_epoch": None,

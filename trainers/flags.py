@@ -95,8 +95,10 @@ def base_parser(prog, description, datasets, methods, default_dataset):
     parser.add_argument("--dataset", default=default_dataset, choices=datasets)
     parser.add_argument("--method", default="all", choices=(*methods, "all"),
                         help="one method, or all of them side by side (default)")
-    parser.add_argument("--preset", default="small", choices=("small", "paper"),
-                        help="small: minutes on 2 CPU cores (default); paper: the paper's settings")
+    parser.add_argument("--preset", default="small", choices=("small", "medium", "paper"),
+                        help="small: minutes on 2 CPU cores (default); medium: the evidence runs "
+                        "of docs/results.md, at most about 20 minutes per method and seed; paper: "
+                        "the paper's settings")
     parser.add_argument("--epochs", type=positive_int, help="training epochs (preset)")
     parser.add_argument("--batch-size", type=positive_int, help="global batch size (preset)")
     parser.add_argument("--width", type=positive_int,
@@ -125,11 +127,32 @@ def base_parser(prog, description, datasets, methods, default_dataset):
     return add_runtime_flags(parser)
 
 
+def preset_value(value, dataset):
+    """A preset's value for `dataset`: a `PerDataset` picks the data set's entry (else its
+    default); any other value is the same for every data set."""
+    return value.get(dataset, value.default) if isinstance(value, PerDataset) else value
+
+
+class PerDataset(dict):
+    """A preset value that depends on the data set, e.g. epochs: full MNIST (60,000 images) needs
+    fewer than the 5,000-image CIFAR-10 subset. `default` serves every data set not listed."""
+
+    def __init__(self, default, **by_dataset):
+        super().__init__(by_dataset)
+        self.default = default
+
+
 def apply_preset(args, presets):
-    """Fills every unset flag from `presets[args.preset]`; settles --resume-if-present."""
+    """Fills every unset flag from `presets[args.preset]` (per data set where the preset says
+    so); settles --resume-if-present."""
+    if args.preset not in presets:
+        from great_tf.errors import GreatError
+
+        raise GreatError(f"--preset {args.preset} is not defined for this data set: choose one of "
+                         f"{', '.join(presets)}")
     for key, value in presets[args.preset].items():
         if getattr(args, key, None) is None:
-            setattr(args, key, value)
+            setattr(args, key, preset_value(value, getattr(args, "dataset", None)))
     if getattr(args, "resume_if_present", False):
         args.resume = True  # resumes whatever is there; `great_tf.runs` skips the "no run" error
     return args

@@ -24,6 +24,7 @@ import numpy as np
 
 from great_tf.errors import GreatError
 from trainers import flags
+from tuning import common
 
 SEARCHES = ("distill", "great", "sobolev")
 GRIDS = {  # our grids; each holds the paper's values (distill: (0.1, 20), (0.99, 20); GREAT: 0.1)
@@ -34,18 +35,15 @@ GRIDS = {  # our grids; each holds the paper's values (distill: (0.1, 20), (0.99
 PRESETS = {
     "small": {"epochs": 3, "batch_size": 64, "width": 16, "student_width": None, "train_limit": None,
               "steps_per_epoch": None},
+    # The evidence sweeps of docs/results.md: the trainer's medium preset (dense; the sparse sweep
+    # gives --epochs 200 as the trainer's sparse regime does).
+    "medium": {"epochs": 20, "batch_size": 64, "width": 16, "student_width": None, "train_limit": None,
+               "steps_per_epoch": None},
     "paper": {"epochs": 50, "batch_size": 128, "width": 64, "student_width": None, "train_limit": None,
               "steps_per_epoch": None},
 }
 COLUMNS = ["method", "regime", "trials run", "trials to best", "best val %", "test % at best",
            "best hyperparameters", "paper default val %", "val % min", "val % max", "val % std"]
-
-
-def float_list(text):
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def parse_args(argv=None):
@@ -66,8 +64,8 @@ def parse_args(argv=None):
                         help="share of the (non-validation) training set: 1.0 dense, 0.05 sparse")
     parser.add_argument("--val-fraction", type=flags.fraction_type, default=0.1,
                         help="stratified share of the training set held out for the objective")
-    parser.add_argument("--alphas", type=float_list, help="override the alpha grid")
-    parser.add_argument("--temperatures", type=float_list, help="override the temperature grid")
+    parser.add_argument("--alphas", type=common.float_list, help="override the alpha grid")
+    parser.add_argument("--temperatures", type=common.float_list, help="override the temperature grid")
     parser.add_argument("--preset", default="small", choices=tuple(PRESETS))
     parser.add_argument("--epochs", type=flags.positive_int)
     parser.add_argument("--batch-size", type=flags.positive_int)
@@ -144,47 +142,18 @@ def score(model, dataset):
     return 100.0 * float(model.evaluate(dataset, return_dict=True, verbose=0)["accuracy"])
 
 
-def with_trial_dirs(tuner_class):
-    """`tuner_class` whose trials hand their folder to `HyperModel.fit` (as `trial_dir`), where
-    the trial keeps its per-epoch checkpoints."""
-
-    class TrialDirTuner(tuner_class):
-        def run_trial(self, trial, *args, **kwargs):
-            return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id), **kwargs)
-
-    TrialDirTuner.__name__ = tuner_class.__name__
-    return TrialDirTuner
-
-
 def make_tuner(method, args, hypermodel):
-    import json
-
     import keras_tuner as kt
 
-    objective = kt.Objective("val_accuracy", direction="max")
     project = f"{method}_{args.student}_{100 * args.fraction:g}pct"
-    common = {"objective": objective, "directory": os.path.join(args.logdir, "tuner"),
-              "project_name": project, "overwrite": args.overwrite, "seed": args.seed}
-    try:
-        if args.tuner == "grid":
-            return with_trial_dirs(kt.GridSearch)(hypermodel, max_trials=args.max_trials, **common)
-        return with_trial_dirs(kt.BayesianOptimization)(hypermodel, max_trials=args.max_trials or 10, **common)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, RuntimeError) as err:
-        folder = os.path.join(args.logdir, "tuner", project)
-        raise GreatError(f"the tuner state in {folder} is unreadable ({type(err).__name__}; a sweep "
-                         f"killed while saving it?): run with --overwrite to start this sweep over") from None
+    return common.make_tuner(hypermodel, kt.Objective("val_accuracy", direction="max"), args.tuner,
+                             args.max_trials, args.logdir, project, args.overwrite, args.seed)
 
 
 def completed_trials(tuner):
     """[(trial number from 1, hyperparameters, val %, test %)] of finished trials, in run order."""
-    rows = []
-    for trial in sorted(tuner.oracle.trials.values(), key=lambda t: int(t.trial_id)):
-        if trial.status != "COMPLETED" or not trial.metrics.exists("val_accuracy"):
-            continue
-        rows.append((int(trial.trial_id) + 1, dict(trial.hyperparameters.values),
-                     trial.metrics.get_last_value("val_accuracy"),
-                     trial.metrics.get_last_value("test_accuracy")))
-    return rows
+    return [(n, hp, m["val_accuracy"], m["test_accuracy"])
+            for n, hp, m in common.completed_trials(tuner, ("val_accuracy", "test_accuracy"))]
 
 
 PAPER_DEFAULTS = {"great": [{"alpha": 0.1}],

@@ -198,4 +198,16 @@ def evaluate_saved(args):
     model = load_model(model_path)
     train, test = load_data(args)
     result = finish_row(None, method, evaluate(model, train, test, args, load_surrogate(args)), None)
-    return [result], write_reports([result], args, stem_dir=os.path.join(run_dir, "evaluation"))
+    folder = evaluation_dir(run_dir, args)
+    os.makedirs(folder, exist_ok=True)
+    runs.write_json(os.path.join(folder, runs.RESULT_NAME),
+                    {**{k: v for k, v in result.items() if k != "saliency"}, "eps": args.eps,
+                     "pixel_scale": args.pixel_scale, "attacks": args.attacks})
+    return [result], write_reports([result], args, stem_dir=folder)
+
+
+def evaluation_dir(run_dir, args):
+    """Where a re-evaluation of the model in `run_dir` goes: one folder per eps, so that attacks
+    at several eps sit side by side (evaluation/eps0.3, evaluation/eps8of255)."""
+    eps = f"{args.eps:g}" if args.pixel_scale == 1.0 else f"{args.eps:g}of{args.pixel_scale:g}"
+    return os.path.join(run_dir, "evaluation", f"eps{eps}")

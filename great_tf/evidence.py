@@ -1,0 +1,232 @@
+"""The evidence campaign of docs/results.md: which trainer commands it runs, in which order, and
+their state (docs/design.md#evidence).
+
+A stage is one trainer command at `--preset medium` with `--resume-if-present`, run in a process of
+its own (a crash or an out-of-memory in one stage leaves the others alone, and every stage starts
+from a clean TensorFlow). Stages run seed-major. `<root>/campaign.json` records, per stage, its
+command, state (done / failed / stopped) and wall-clock seconds; the tables are built from the
+runs' own `result.json` files by `great_tf.evidence_report`.
+"""
+
+import dataclasses
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import time
+
+SEEDS = 3
+STATE_NAME = "campaign.json"
+DEFENSE_DATASETS = ("cifar10", "mnist")
+# The eps each data set is attacked at, as (flags, folder name); the first is the eps the
+# training run itself attacks at (the data set's default), the others re-attack the saved models
+# with --evaluate, strong attacks and masking findings included.
+DEFENSE_EPS = {
+    "cifar10": ((("--eps", "0.1"), "eps0.1"), (("--pixel-scale", "255", "--eps", "8"), "eps8of255")),
+    "mnist": ((("--eps", "0.2"), "eps0.2"), (("--eps", "0.3"), "eps0.3"), (("--eps", "0.1"), "eps0.1")),
+}
+TEACHER = "resnet18"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str      # "<experiment>/seed<k>", or "<experiment>" for a stage shared by the seeds
+    module: str    # the trainer, run as python -m <module>
+    argv: tuple    # its flags
+
+    def command(self):
+        return [sys.executable, "-m", self.module, *self.argv]
+
+    def shell(self):
+        """The command as a person would type it."""
+        return " ".join(["python", "-m", self.module, *self.argv])
+
+
+# -- where things are --------------------------------------------------------------------------------
+
+def defense_dir(root, dataset, seed):
+    return os.path.join(root, "defense", dataset, f"seed{seed}")
+
+
+def distill_dir(root, seed):
+    return os.path.join(root, "distill", f"seed{seed}")
+
+
+def teacher_dir(root):
+    return os.path.join(root, "distill", "teacher")
+
+
+def teacher_file(root):
+    return os.path.join(teacher_dir(root), f"teacher_{TEACHER}", "teacher.keras")
+
+
+def mtl_dir(root, seed):
+    return os.path.join(root, "mtl", "cifar10_noisy", f"seed{seed}")
+
+
+# -- the stages ------------------------------------------------------------------------------------
+
+MEDIUM = ("--preset", "medium", "--resume-if-present", "--verbose", "2")
+
+
+def defense_stages(root, dataset, seed):
+    """Training (and attacking at the first eps) every defense mode, then re-attacking each saved
+    model at the other eps."""
+    from great_tf.defense import MODES
+
+    folder = defense_dir(root, dataset, seed)
+    (first, _), *others = DEFENSE_EPS[dataset]
+    stages = [Stage(f"defense-{dataset}/seed{seed}", "trainers.defense",
+                    ("--dataset", dataset, "--method", "all", "--seed", str(seed), *first,
+                     "--logdir", folder, *MEDIUM))]
+    for eps_flags, name in others:
+        stages += [Stage(f"defense-{dataset}/seed{seed}/{mode}/{name}", "trainers.defense",
+                         ("--evaluate", os.path.join(folder, mode), "--dataset", dataset, "--seed", str(seed),
+                          *eps_flags,
+                          "--preset", "medium", "--verbose", "2"))
+                   for mode in MODES]
+    return stages
+
+
+def seed_stages(root, seed):
+    """The stages of one seed, in the order they run."""
+    stages = [stage for d in DEFENSE_DATASETS for stage in defense_stages(root, d, seed)]
+    if seed == 0:
+        # One teacher for every seed: the seeds measure the students' spread, not the teacher's.
+        stages.append(Stage("distill-teacher", "trainers.distill",
+                            ("--dataset", "cifar10", "--train-teacher", TEACHER,
+                             "--logdir", teacher_dir(root), *MEDIUM)))
+    stages.append(Stage(f"distill/seed{seed}", "trainers.distill",
+                        ("--dataset", "cifar10", "--teacher", teacher_file(root), "--method", "all",
+                         "--seed", str(seed), "--logdir", distill_dir(root, seed), *MEDIUM)))
+    stages.append(Stage(f"mtl/seed{seed}", "trainers.mtl",
+                        ("--dataset", "cifar10_noisy", "--method", "all", "--seed", str(seed),
+                         "--logdir", mtl_dir(root, seed), *MEDIUM)))
+    return stages
+
+
+def sweep_dir(root):
+    return os.path.join(root, "tuning", "distill")
+
+
+def sweep_stages(root):
+    """The keras-tuner sweeps, after every seed: GRE(AT+CE)'s alpha_max x beta_max on MNIST (AA
+    accuracy within 2 clean points of the baseline), and Table 3's claim (GREAT's one alpha
+    against Hinton's T x alpha), dense and sparse, with the campaign's teacher."""
+    common = ("--search", "all", "--teacher", teacher_file(root), "--preset", "medium",
+              "--logdir", sweep_dir(root))
+    return [Stage("sweep-defense/mnist", "tuning.defense",
+                  ("--dataset", "mnist", "--mode", "great+ce", "--preset", "medium",
+                   "--logdir", defense_sweep_dir(root, "mnist"))),
+            Stage("sweep-distill/dense", "tuning.distill", (*common, "--fraction", "1.0")),
+            Stage("sweep-distill/sparse", "tuning.distill", (*common, "--fraction", "0.05", "--epochs", "200"))]
+
+
+def defense_sweep_dir(root, dataset):
+    return os.path.join(root, "tuning", "defense", dataset)
+
+
+def stages(root, seeds=SEEDS):
+    """Every stage of the campaign with seeds 0 .. seeds-1, seed-major, then the sweeps."""
+    return [stage for seed in range(seeds) for stage in seed_stages(root, seed)] + sweep_stages(root)
+
+
+def select_stages(all_stages, patterns=None):
+    """The stages whose name matches one of the shell `patterns` (all of them without patterns);
+    a one-line error for a pattern that matches nothing."""
+    from great_tf.errors import GreatError
+
+    if not patterns:
+        return list(all_stages)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatch(s.name, pattern) for s in all_stages):
+            raise GreatError(f"--only {pattern!r} matches no stage: see --list for their names")
+    return [s for s in all_stages if any(fnmatch.fnmatch(s.name, p) for p in patterns)]
+
+
+# -- state -----------------------------------------------------------------------------------------
+
+def read_state(root):
+    path = os.path.join(root, STATE_NAME)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def record(root, name, entry):
+    """Updates one stage's entry of campaign.json (written whole to a temporary file, then renamed,
+    so an interruption never leaves half a file)."""
+    state = read_state(root)
+    state[name] = {**state.get(name, {}), **entry}
+    path = os.path.join(root, STATE_NAME)
+    with open(path + ".tmp", "w") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def print_stages(root, selected):
+    state = read_state(root)
+    for stage in selected:
+        entry = state.get(stage.name, {})
+        status = entry.get("status", "to do")
+        seconds = entry.get("seconds")
+        took = f" ({seconds / 60:.1f} min)" if seconds else ""
+        print(f"{stage.name:24s} {status}{took}\n    {stage.shell()}")
+    return selected
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+def log_path(root, stage):
+    return os.path.join(root, "logs", stage.name.replace("/", "_") + ".log")
+
+
+def run_stage(root, stage):
+    """Runs one stage to its end; returns its exit code. Its output goes to its log file."""
+    path = log_path(root, stage)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    started = time.time()
+    record(root, stage.name, {"status": "running", "command": stage.shell(), "log": path,
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    code = 130  # what an interrupt of this process leaves recorded
+    try:
+        with open(path, "a") as log:
+            log.write(f"\n$ {stage.shell()}\n")
+            log.flush()
+            code = subprocess.call(stage.command(), stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        record(root, stage.name, state_entry(root, stage, code, time.time() - started))
+    return code
+
+
+def state_entry(root, stage, code, seconds):
+    """The stage's state after a run: done, failed (exit code) or interrupted; the time spent
+    adds up over resumed runs."""
+    earlier = read_state(root).get(stage.name, {})
+    total = earlier.get("seconds", 0.0) + seconds
+    status = "done" if code == 0 else "interrupted" if code in (130, -2, -15) else f"failed (exit {code})"
+    return {"status": status, "seconds": round(total, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def run_stages(root, selected, rerun_failed=False):
+    """Runs every selected stage not done yet, in order; prints one line per stage."""
+    os.makedirs(root, exist_ok=True)
+    for stage in selected:
+        status = read_state(root).get(stage.name, {}).get("status", "")
+        if status == "done" or (status.startswith("failed") and not rerun_failed):
+            print(f"{stage.name}: {status}, skipped", flush=True)
+            continue
+        print(f"{stage.name}: running ({log_path(root, stage)})", flush=True)
+        code = run_stage(root, stage)
+        print(f"{stage.name}: {read_state(root)[stage.name]['status']}", flush=True)
+        if code in (130, -2):  # the user interrupted: stop the campaign too
+            raise KeyboardInterrupt
+    return selected
+
+
+def write_report(root, seeds, stem):
+    from great_tf.evidence_report import write_report as write
+
+    return write(root, seeds, stem)

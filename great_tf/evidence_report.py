@@ -1,0 +1,431 @@
+"""docs/results.md from the evidence campaign's runs (`great_tf.evidence`): every table as mean ±
+sample std over the finished seeds, the per-seed values beside it (.json), the figures, the
+measured times, and the claims table (docs/design.md#evidence).
+
+Everything is read from the runs' own `result.json` files, so the report can be written at any
+moment of the campaign: a table says how many seeds it holds, and a claim with fewer than two
+seeds on either side is "cannot be decided yet".
+
+A claim is decided by comparing two methods' seed means against their spread: with d the
+difference of the means in the claimed direction and s = sqrt(s_a²/n_a + s_b²/n_b) from the sample
+standard deviations, the claim **holds** if d > 2s, **does not hold** if d < -2s, and is
+**within the spread** otherwise (Welch's statistic at about the 95 % level for many seeds; with
+3 seeds a loose rule, stated as such).
+"""
+
+import glob
+import json
+import math
+import os
+
+from great_tf import evidence
+from great_tf.mtl.report import DELTA_M, STD, add_delta_m, cell, mean_and_std, summarize
+from great_tf.reporting import markdown_table
+
+HOLDS, FAILS, SPREAD, UNDECIDED = ("holds", "does not hold", "within the spread",
+                                   "cannot be decided yet")
+DEFENSE_COLUMNS = ("Train", "No attack", "FGSM", "iFGSM", "FGSM Worst", "FGSM Random",
+                   "iFGSM Worst", "iFGSM Random", "PGD", "Transfer iFGSM", "SPSA", "APGD-CE",
+                   "APGD-T", "Square", "AA")
+STRONG_COLUMNS = ("No attack", "APGD-CE", "APGD-T", "Square", "AA")
+MODE_LABELS = {"baseline": "Baseline", "adversarial": "Adversarial (FGSM)", "greace": "GREACE",
+               "great": "GREAT", "great+ce": "GRE(AT+CE)"}
+
+
+# -- reading the runs --------------------------------------------------------------------------------
+
+def read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def defense_rows(root, dataset, seeds):
+    """{eps folder name: per-seed rows} of every finished defense run of `dataset`: the training
+    run's own evaluation (at the data set's first eps) and every re-evaluation."""
+    from great_tf.defense import MODES
+
+    first = evidence.DEFENSE_EPS[dataset][0][1]
+    found = {}
+    for seed in range(seeds):
+        folder = evidence.defense_dir(root, dataset, seed)
+        for mode in MODES:
+            result = read_json(os.path.join(folder, mode, "result.json"))
+            if result is not None:
+                found.setdefault(first, []).append({**result, "seed": seed})
+            for path in sorted(glob.glob(os.path.join(folder, mode, "evaluation", "eps*", "result.json"))):
+                name = os.path.basename(os.path.dirname(path))
+                if name != first:
+                    found.setdefault(name, []).append({**read_json(path), "seed": seed, "method": mode})
+    return found
+
+
+def mtl_rows(root, seeds):
+    """Per-seed rows of every finished multi-task run, the single-task baselines as one row per
+    seed (when all four networks of the seed have finished), Δm against the seed's own single-task
+    row. Returns (rows, metric directions)."""
+    from great_tf.mtl.benchmarks import get_benchmark
+    from great_tf.mtl.experiment import single_row
+    from great_tf.mtl.report import SINGLE, column_directions
+
+    benchmark = get_benchmark("cifar10_noisy")
+    directions = column_directions(benchmark.tasks)
+    rows = []
+    for seed in range(seeds):
+        folder = evidence.mtl_dir(root, seed)
+        seed_rows = []
+        singles = [read_json(os.path.join(folder, SINGLE, t.name, "result.json")) for t in benchmark.tasks]
+        if all(singles):
+            seed_rows.append(single_row(seed, singles))
+        for path in sorted(glob.glob(os.path.join(folder, "*", "result.json"))):
+            method = os.path.basename(os.path.dirname(path))
+            seed_rows.append({**read_json(path), "method": method, "seed": seed})
+        rows += add_delta_m(seed_rows, directions)[0]
+    return rows, directions
+
+
+def distill_rows(root, seeds):
+    """Per-seed rows {method, regime, test accuracy, ...} of every finished student."""
+    from great_tf.distill.experiment import REGIMES, regime_name
+
+    rows = []
+    for seed in range(seeds):
+        for fraction in REGIMES:
+            pattern = os.path.join(evidence.distill_dir(root, seed), f"*_{regime_name(fraction)}", "*",
+                                   "result.json")
+            for path in sorted(glob.glob(pattern)):
+                result = read_json(path)
+                rows.append({**result, "regime": regime_name(fraction), "seed": seed})
+    return rows
+
+
+# -- deciding a claim --------------------------------------------------------------------------------
+
+def values(rows, method, column, **where):
+    return [r[column] for r in rows if r.get("method") == method and r.get(column) is not None
+            and all(r.get(k) == v for k, v in where.items())]
+
+
+def verdict(better, worse):
+    """(verdict, d, s): is the mean of `better` above the mean of `worse` beyond their spread?
+    (the rule of the module's docstring)."""
+    if len(better) < 2 or len(worse) < 2:
+        return UNDECIDED, None, None
+    (ma, sa), (mb, sb) = mean_and_std(better), mean_and_std(worse)
+    d = ma - mb
+    s = math.sqrt(sa ** 2 / len(better) + sb ** 2 / len(worse))
+    if d > 2 * s:
+        return HOLDS, d, s
+    if d < -2 * s:
+        return FAILS, d, s
+    return SPREAD, d, s
+
+
+def summary_text(vals, fmt=".1f"):
+    mean, std = mean_and_std(vals)
+    if mean is None:
+        return "no run yet"
+    text = format(mean, fmt) + ("" if std is None else f" ± {format(std, fmt)}")
+    return f"{text} (n={len(vals)})"
+
+
+def comparison(rows, column, better, worse, sign=1.0, fmt=".1f", **where):
+    """(measured text, verdict) of "`better` has a higher `column` than `worse`" (sign -1: lower)."""
+    a, b = values(rows, better, column, **where), values(rows, worse, column, **where)
+    result, d, s = verdict([sign * v for v in a], [sign * v for v in b])
+    measured = f"{better} {summary_text(a, fmt)} vs {worse} {summary_text(b, fmt)}"
+    if d is not None:
+        measured += f"; d = {sign * d:+{fmt}}, 2s = {2 * s:{fmt}}"
+    return measured, result
+
+
+def best_of(rows, column, methods, candidate, sign=1.0, fmt=".1f", **where):
+    """(measured, verdict) of "`candidate` has the best `column` among `methods`": it holds if it
+    beats every other beyond the spread, does not hold if any other beats it beyond the spread."""
+    results = [comparison(rows, column, candidate, m, sign, fmt, **where) for m in methods if m != candidate]
+    verdicts = [v for _, v in results]
+    measured = "; ".join(f"{m} {summary_text(values(rows, m, column, **where), fmt)}" for m in methods)
+    if UNDECIDED in verdicts:
+        return measured, UNDECIDED
+    if FAILS in verdicts:
+        return measured, FAILS
+    return measured, HOLDS if all(v == HOLDS for v in verdicts) else SPREAD
+
+
+# -- the claims --------------------------------------------------------------------------------------
+
+def defense_claims(rows, dataset, paper_source):
+    """The paper's defense claims (Table 1 and Sec. 3.1) on one data set's rows at its first eps."""
+    modes = list(MODE_LABELS)
+    claims = [
+        (f"{paper_source}: GRE(AT+CE) is the best defense against iFGSM",
+         "77.04 (next: GREACE 72.40)", *best_of(rows, "iFGSM", modes, "great+ce")),
+        (f"{paper_source}: GREACE alone is robust to iFGSM",
+         "72.40 vs baseline 1.99", *comparison(rows, "iFGSM", "greace", "baseline")),
+        (f"{paper_source}: GREAT alone helps against single-step FGSM",
+         "47.51 vs baseline 32.75", *comparison(rows, "FGSM", "great", "baseline")),
+        (f"{paper_source}: GRE(AT+CE) beats FGSM adversarial training on FGSM",
+         "81.28 vs 56.88", *comparison(rows, "FGSM", "great+ce", "adversarial")),
+        (f"{paper_source}: GRE(AT+CE) keeps clean accuracy (paper: 3.35 points below baseline)",
+         "89.97 vs 93.32", *clean_cost(rows)),
+        (f"{paper_source}: GREACE is a strong regularizer (lower training accuracy)",
+         "92.56 vs 99.97", *comparison(rows, "Train", "baseline", "greace")),
+        ("Not in the paper: GRE(AT+CE) stays more robust than the baseline under AutoAttack-style "
+         "attacks (APGD-CE, APGD-T, Square)", "not measured", *comparison(rows, "AA", "great+ce", "baseline")),
+        ("Not in the paper: GRE(AT+CE) under AA against FGSM adversarial training", "not measured",
+         *comparison(rows, "AA", "great+ce", "adversarial")),
+    ]
+    return [(f"{c} [{dataset}]", p, m, v) for c, p, m, v in claims]
+
+
+def clean_cost(rows, paper_drop=3.35):
+    """Holds if GRE(AT+CE)'s clean accuracy is no more than the paper's drop below the baseline's
+    (beyond the spread: the baseline minus the drop is compared with GRE(AT+CE))."""
+    a, b = values(rows, "great+ce", "No attack"), values(rows, "baseline", "No attack")
+    result, d, s = verdict(a, [v - paper_drop for v in b])
+    measured = f"great+ce {summary_text(a)} vs baseline {summary_text(b)}"
+    return measured, {FAILS: FAILS, HOLDS: HOLDS, SPREAD: HOLDS}.get(result, result)
+
+
+def distill_claims(rows):
+    sparse, dense = "5pct", "100pct"
+    claims = [
+        ("Table 3: GREAT beats the CE baseline in the sparse regime (5 %)", "66.55 vs 65.41",
+         *comparison(rows, "test accuracy", "great", "baseline", regime=sparse, fmt=".2f")),
+        ("Table 3: GREAT beats Hinton distillation in the sparse regime", "66.55 vs 66.45",
+         *comparison(rows, "test accuracy", "great", "distill", regime=sparse, fmt=".2f")),
+        ("Table 3: GREAT beats the CE baseline in the dense regime (100 %)", "85.72 vs 84.74",
+         *comparison(rows, "test accuracy", "great", "baseline", regime=dense, fmt=".2f")),
+        ("Table 3: GREAT beats Hinton distillation in the dense regime", "85.72 vs 85.69",
+         *comparison(rows, "test accuracy", "great", "distill", regime=dense, fmt=".2f")),
+        ("Sec. 3.2: GREAT beats Sobolev training (sparse)", "66.55 vs 66.50",
+         *comparison(rows, "test accuracy", "great", "sobolev", regime=sparse, fmt=".2f")),
+        ("Sec. 3.2: GREAT beats Sobolev training (dense)", "85.72 vs 84.98",
+         *comparison(rows, "test accuracy", "great", "sobolev", regime=dense, fmt=".2f")),
+    ]
+    return claims
+
+
+def mtl_claims(rows):
+    four = ["equal", "uncertainty", "gradnorm", "great"]
+    claims = [
+        ("Sec. 3.3: GREAT performs better or on par with GradNorm (Δm %)", "not given as Δm; "
+         "per task 24.2/.114/.252/.087 vs 23.5/.116/.270/.091", *on_par(rows, DELTA_M, "great", "gradnorm")),
+        ("Table 4: GREAT is best of the four on edge detection", "0.252 (next 0.270)",
+         *best_of(rows, "edge RMSE", four, "great", sign=-1.0, fmt=".4f")),
+        ("Table 4: GREAT is best of the four on denoised reconstruction", "0.087 (next 0.090)",
+         *best_of(rows, "auto RMSE", four, "great", sign=-1.0, fmt=".4f")),
+        ("Sec. 3.3: uncertainty weighting has the highest classification error of the four",
+         "26.6 (others 23.5-24.2)", *worst_of(rows, "class error %", four, "uncertainty")),
+        ("Not in the paper: GREAT against the modern methods (Δm %, rank)", "not measured",
+         *rank_text(rows, "great")),
+    ]
+    return claims
+
+
+def on_par(rows, column, candidate, other):
+    """"Better or on par": holds unless `other` is better beyond the spread."""
+    measured, result = comparison(rows, column, candidate, other, fmt=".2f")
+    return measured, HOLDS if result in (HOLDS, SPREAD) else result
+
+
+def worst_of(rows, column, methods, candidate):
+    """`candidate` has the highest `column` (an error) among `methods`."""
+    measured, result = best_of(rows, column, methods, candidate, sign=1.0)
+    return measured, result
+
+
+def rank_text(rows, candidate):
+    summary = [r for r in summarize(rows, [DELTA_M]) if r.get(DELTA_M) is not None and r["method"] != "single"]
+    summary.sort(key=lambda r: -r[DELTA_M])
+    names = [r["method"] for r in summary]
+    if candidate not in names:
+        return "no run yet", UNDECIDED
+    rank = names.index(candidate) + 1
+    best = summary[0]
+    return (f"rank {rank} of {len(names)} by mean Δm; best {best['method']} {best[DELTA_M]:+.2f}, "
+            f"{candidate} {summary[rank - 1][DELTA_M]:+.2f}", "informational")
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+def mean_table(rows, columns, key="method", order=None, fmt=".1f", formats=None):
+    """A Markdown table of mean ± std over seeds, one row per `key` value."""
+    formats = formats or {}
+    summary = summarize([{**r, "method": r[key]} for r in rows], list(columns))
+    if order:
+        summary.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    shown = [{"method": r["method"], "seeds": r["seeds"],
+              **{c: cell(r, c, formats.get(c, fmt)) for c in columns}} for r in summary]
+    header = [c.replace("|", "\\|") for c in columns]
+    shown = [{**{"method": r["method"], "seeds": r["seeds"]},
+              **{h: r[c] for h, c in zip(header, columns)}} for r in shown]
+    return markdown_table(shown, ["method", "seeds", *header])
+
+
+def present(columns, rows):
+    return [c for c in columns if any(r.get(c) is not None for r in rows)]
+
+
+def defense_section(root, dataset, seeds, figures_dir):
+    found = defense_rows(root, dataset, seeds)
+    lines = [f"### {dataset}", ""]
+    if not found:
+        return lines + ["No finished run yet.", ""], {}
+    for name, rows in found.items():
+        columns = present(DEFENSE_COLUMNS, rows)
+        lines += [f"**{eps_label(name)}** (test accuracy %, mean ± sample std over seeds)", "",
+                  mean_table(rows, columns, order=list(MODE_LABELS)), ""]
+        lines += findings_lines(rows) + [""]
+    figure = plot_curves(found, dataset, figures_dir)
+    if figure:
+        lines += [f"![accuracy against eps, {dataset}]({os.path.relpath(figure, os.path.dirname(figures_dir))})", ""]
+    return lines, found
+
+
+def eps_label(name):
+    eps = name[len("eps"):]
+    if "of" in eps:
+        num, scale = eps.split("of")
+        return f"eps = {num}/{scale}"
+    return f"eps = {eps} ([0, 1] pixel scale)"
+
+
+def findings_lines(rows):
+    """How many seeds each masking check fired for, per method."""
+    fired = {}
+    for r in rows:
+        for f in r.get("findings") or []:
+            if f.get("flagged"):
+                fired.setdefault(r["method"], {}).setdefault(f["check"], []).append(r["seed"])
+    if not fired:
+        return ["Masking findings: no check fired for any method and seed."]
+    parts = [f"{m}: " + ", ".join(f"{c} (seeds {', '.join(map(str, s))})" for c, s in checks.items())
+             for m, checks in fired.items()]
+    return ["Masking findings (checks that fired): " + "; ".join(parts) + "."]
+
+
+def plot_curves(found, dataset, figures_dir):
+    """Accuracy against eps, mean over seeds, per attack panel, from the training runs' curves."""
+    from great_tf.reporting import plot_accuracy_vs_eps
+
+    rows = next(iter(found.values()))
+    panels = {}
+    for attack in ("iFGSM", "APGD-CE"):
+        for method in MODE_LABELS:
+            curves = [r["curves"][attack] for r in rows if r["method"] == method and attack in (r.get("curves") or {})]
+            if curves:
+                eps = curves[0][0]
+                acc = [sum(c[1][i] for c in curves) / len(curves) for i in range(len(eps))]
+                panels.setdefault(attack, {})[MODE_LABELS[method]] = (eps, acc)
+    if not panels:
+        return None
+    path = os.path.join(figures_dir, f"defense_{dataset}_accuracy_vs_eps.png")
+    return plot_accuracy_vs_eps(panels, path, f"{dataset}: accuracy against eps (mean over seeds)")
+
+
+def mtl_section(rows, directions):
+    if not rows:
+        return ["No finished run yet.", ""]
+    columns = [*directions, DELTA_M, "train s"]
+    formats = {c: ".4f" for c in directions if "RMSE" in c}
+    formats.update({DELTA_M: ".2f", "train s": ".0f", "class error %": ".2f"})
+    summary = summarize(rows, columns)
+    order = [r["method"] for r in sorted(summary, key=lambda r: -(r.get(DELTA_M) or -1e9))]
+    return ["Noisy CIFAR-10 subset, 4 tasks; lower is better for every metric, higher for Δm % "
+            "(against the same seed's single-task networks).", "",
+            mean_table(rows, columns, order=order, formats=formats), ""]
+
+
+def distill_section(rows):
+    if not rows:
+        return ["No finished run yet.", ""]
+    lines = []
+    for regime, label in (("100pct", "dense (100 % of the 5,000 images)"), ("5pct", "sparse (5 %: 250 images)")):
+        mine = [r for r in rows if r["regime"] == regime]
+        if mine:
+            lines += [f"**{label}**, CNN-5 student, test accuracy %", "",
+                      mean_table(mine, ["test accuracy", "train s"], order=["baseline", "distill", "sobolev", "great"],
+                                 formats={"test accuracy": ".2f", "train s": ".0f"}), ""]
+    return lines
+
+
+def sweep_section(root):
+    """The sweeps' own tables, as they wrote them (the defense frontier, the distillation trials)."""
+    found = sorted(glob.glob(os.path.join(root, "tuning", "*", "*", "sweep_*.md"))
+                   + glob.glob(os.path.join(root, "tuning", "distill", "sweep_*.md")))
+    if not found:
+        return ["No sweep has finished yet.", ""]
+    lines = []
+    for path in found:
+        lines += [read_text(path).replace("\n## ", "\n### ").replace("## ", "### ", 1), ""]
+    return lines
+
+
+def timing_section(root):
+    state = evidence.read_state(root)
+    if not state:
+        return ["No stage has run yet.", ""]
+    shown = [{"stage": name, "state": e.get("status", ""), "minutes": f"{e['seconds'] / 60:.1f}" if e.get("seconds") else "",
+              "command": f"`{e.get('command', '')}`"} for name, e in state.items()]
+    return [markdown_table(shown, ["stage", "state", "minutes", "command"]), ""]
+
+
+def claims_section(claims):
+    shown = [{"claim": c, "paper": p, "measured here": m, "verdict": f"**{v}**"} for c, p, m, v in claims]
+    return [markdown_table(shown, ["claim", "paper", "measured here", "verdict"]), ""]
+
+
+def write_report(root, seeds, stem):
+    """Writes `<stem>.md` (and `<stem>.json` with every per-seed row); returns the Markdown."""
+    figures_dir = os.path.join(os.path.dirname(os.path.abspath(stem)), "figures")
+    sections, claims, data = [], [], {}
+    for dataset, source in (("cifar10", "Table 1"), ("mnist", "Table 1's claims on MNIST")):
+        lines, found = defense_section(root, dataset, seeds, figures_dir)
+        sections += lines
+        data[f"defense_{dataset}"] = found
+        if found:
+            claims += defense_claims(found[evidence.DEFENSE_EPS[dataset][0][1]], dataset, source)
+    mtl, directions = mtl_rows(root, seeds)
+    distill = distill_rows(root, seeds)
+    claims += distill_claims(distill) + mtl_claims(mtl)
+    data.update(mtl=mtl, distill=distill)
+    discussion = read_text(f"{stem}_discussion.md")
+    text = "\n".join([
+        "# Results: what GREAT does and does not do at CPU scale", "",
+        f"Written by `python -m trainers.evidence --root {root} --report {stem}` from the runs "
+        f"finished so far (seeds 0..{seeds - 1} planned); every table says how many seeds it holds.",
+        "",
+        "## Claims", "", *claims_section(claims),
+        *([discussion, ""] if discussion else []),
+        "## Adversarial defense", "", *sections,
+        "## Knowledge distillation", "", *distill_section(distill),
+        "## Multi-task learning", "", *mtl_section(mtl, directions),
+        "## Hyperparameter sweeps (keras-tuner)", "", *sweep_section(root),
+        "## Commands and measured times", "", *timing_section(root),
+    ])
+    with open(f"{stem}.md", "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    with open(f"{stem}.json", "w", encoding="utf-8") as f:
+        json.dump(strip_arrays(data), f, indent=1, default=str)
+    print(f"written to {stem}.md and {stem}.json")
+    return text
+
+
+def read_text(path):
+    """The hand-written discussion that goes under the claims table (`<stem>_discussion.md`), or
+    None: the tables are generated, what they mean is written by a person."""
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def strip_arrays(value):
+    """The report's data without the bulky saliency maps."""
+    if isinstance(value, dict):
+        return {k: strip_arrays(v) for k, v in value.items() if k != "saliency"}
+    if isinstance(value, list):
+        return [strip_arrays(v) for v in value]
+    return value

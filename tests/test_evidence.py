@@ -1,0 +1,135 @@
+"""The evidence campaign (great_tf.evidence) and its report (great_tf.evidence_report): stage
+order and selection, state across runs, tables from result files, and the claim verdicts."""
+
+import json
+import math
+import os
+
+import pytest
+
+from great_tf import evidence, evidence_report as report
+from great_tf.errors import GreatError
+from trainers import defense as defense_trainer
+from trainers import distill as distill_trainer
+from trainers import mtl as mtl_trainer
+from tuning import defense as tuning_defense
+from tuning import distill as tuning_distill
+
+
+def write_result(folder, result):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "result.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+def test_stages_run_seed_major_and_parse_as_their_trainers(tmp_path):
+    stages = evidence.stages(str(tmp_path), seeds=2)
+    names = [s.name for s in stages]
+    # Every stage of seed 0 before any of seed 1; the shared teacher before the first students.
+    last_seed0 = max(i for i, n in enumerate(names) if "seed0" in n or n == "distill-teacher")
+    first_seed1 = min(i for i, n in enumerate(names) if "seed1" in n)
+    assert last_seed0 < first_seed1
+    assert names.index("distill-teacher") < names.index("distill/seed0")
+    assert names.count("distill-teacher") == 1
+    # Training stages come before the re-attacks of the models they save.
+    assert names.index("defense-mnist/seed0") < names.index("defense-mnist/seed0/great+ce/eps0.3")
+    assert names[-3:] == ["sweep-defense/mnist", "sweep-distill/dense", "sweep-distill/sparse"]
+    parsers = {"trainers.defense": defense_trainer.parse_args, "trainers.mtl": mtl_trainer.parse_args,
+               "trainers.distill": distill_trainer.parse_args, "tuning.distill": tuning_distill.parse_args,
+               "tuning.defense": tuning_defense.parse_args}
+    for stage in stages:
+        args = parsers[stage.module](list(stage.argv))  # every command is one its trainer accepts
+        assert args.preset == "medium"
+        assert getattr(args, "resume", False) or getattr(args, "evaluate", None) or stage.module.startswith("tuning.")
+
+
+def test_medium_presets_differ_by_data_set():
+    mnist = defense_trainer.parse_args(["--dataset", "mnist", "--preset", "medium"])
+    cifar = defense_trainer.parse_args(["--dataset", "cifar10", "--preset", "medium"])
+    assert (mnist.epochs, mnist.width, mnist.batch_size) != (cifar.epochs, cifar.width, cifar.batch_size)
+    assert defense_trainer.parse_args(["--dataset", "mnist", "--preset", "medium", "--epochs", "7"]).epochs == 7
+
+
+def test_medium_preset_is_refused_where_it_means_nothing(capsys):
+    from trainers import flags
+
+    with pytest.raises(SystemExit) as exit_info:
+        flags.run_cli(mtl_trainer.main, ["--dataset", "nyu_depth_v2", "--preset", "medium"])
+    assert exit_info.value.code == 2
+    assert "--preset medium is not defined" in capsys.readouterr().err
+
+
+def test_select_stages_by_pattern(tmp_path):
+    stages = evidence.stages(str(tmp_path), seeds=3)
+    chosen = evidence.select_stages(stages, ["defense-mnist/seed1"])
+    assert [s.name for s in chosen] == ["defense-mnist/seed1"]
+    assert all(s.name.endswith("eps0.3") for s in evidence.select_stages(stages, ["*/eps0.3"]))
+    with pytest.raises(GreatError, match="matches no stage"):
+        evidence.select_stages(stages, ["nothing*"])
+
+
+def test_run_stages_records_state_and_skips_what_is_done(tmp_path, capsys):
+    root = str(tmp_path)
+    ok = evidence.Stage("ok/seed0", "platform", ())          # `python -m platform` exits 0
+    bad = evidence.Stage("bad/seed0", "great_tf_no_such_module", ())
+    evidence.run_stages(root, [ok, bad])
+    state = evidence.read_state(root)
+    assert state["ok/seed0"]["status"] == "done"
+    assert state["bad/seed0"]["status"].startswith("failed (exit 1)")
+    assert os.path.exists(state["ok/seed0"]["log"]) and state["ok/seed0"]["command"] == ok.shell()
+    first = state["ok/seed0"]["seconds"]
+    capsys.readouterr()
+    evidence.run_stages(root, [ok, bad])
+    out = capsys.readouterr().out
+    assert "ok/seed0: done, skipped" in out and "bad/seed0: failed (exit 1), skipped" in out
+    assert evidence.read_state(root)["ok/seed0"]["seconds"] == first
+    evidence.run_stages(root, [bad], rerun_failed=True)
+    with open(evidence.log_path(root, bad), encoding="utf-8") as f:
+        assert f.read().count("$ ") == 2  # the log keeps both attempts
+
+
+def test_verdict_rule():
+    # d = 10, s = sqrt(1/3 + 1/3) = 0.816: beyond 2s either way; 0.5 is within it.
+    assert report.verdict([10, 11, 12], [0, 1, 2])[0] == report.HOLDS
+    assert report.verdict([0, 1, 2], [10, 11, 12])[0] == report.FAILS
+    assert report.verdict([1.5, 0.5, 2.5], [1, 2, 0])[0] == report.SPREAD
+    assert report.verdict([1.0], [0.0, 0.1])[0] == report.UNDECIDED
+    result, d, s = report.verdict([10, 11, 12], [0, 1, 2])
+    assert d == pytest.approx(10) and s == pytest.approx(math.sqrt(2 / 3))
+    # "best of": beats every other beyond the spread; one other better beyond it: does not hold.
+    rows = [{"method": m, "seed": k, "iFGSM": v + k}
+            for m, v in (("a", 50), ("b", 10), ("c", 20)) for k in range(3)]
+    assert report.best_of(rows, "iFGSM", ["a", "b", "c"], "a")[1] == report.HOLDS
+    assert report.best_of(rows, "iFGSM", ["a", "b", "c"], "c")[1] == report.FAILS
+    assert report.best_of(rows, "iFGSM", ["a", "b", "c"], "b", sign=-1.0)[1] == report.HOLDS
+
+
+def test_report_from_result_files(tmp_path):
+    root, seeds = str(tmp_path / "runs"), 2
+    for seed in range(seeds):
+        base = evidence.defense_dir(root, "cifar10", seed)
+        for mode, acc in (("baseline", 2.0), ("great+ce", 40.0)):
+            write_result(os.path.join(base, mode), {
+                "method": mode, "No attack": 60.0 + seed, "iFGSM": acc + seed, "AA": acc / 2 + seed,
+                "findings": [{"check": "zero-gradients", "flagged": mode == "great+ce"}],
+                "curves": {"iFGSM": [[0.0, 0.1], [60.0, acc]]}})
+            write_result(os.path.join(base, mode, "evaluation", "eps8of255"),
+                         {"method": mode, "No attack": 60.0, "AA": acc / 4 + seed})
+        folder = evidence.distill_dir(root, seed)
+        for method, acc in (("baseline", 40.0), ("great", 41.0)):
+            write_result(os.path.join(folder, "cnn5_5pct", method),
+                         {"method": method, "fraction": 0.05, "test accuracy": acc + seed / 10})
+    found = report.defense_rows(root, "cifar10", seeds)
+    assert sorted(found) == ["eps0.1", "eps8of255"] and len(found["eps0.1"]) == 4
+    text = report.write_report(root, seeds, str(tmp_path / "docs" / "results"))
+    assert "## Claims" in text.split("## Adversarial defense")[0]
+    assert "eps = 8/255" in text and "great+ce: zero-gradients (seeds 0, 1)" in text
+    # iFGSM 40.5 ± 0.7 against 2.5 ± 0.7: the AA claim holds; the MTL claims have no run yet.
+    aa = next(line for line in text.splitlines() if "AutoAttack-style" in line and "[cifar10]" in line)
+    assert "**holds**" in aa
+    sparse = next(line for line in text.splitlines() if "CE baseline in the sparse" in line)
+    assert "**holds**" in sparse and "great 41.05 ± 0.07 (n=2)" in sparse
+    assert "cannot be decided yet" in text
+    saved = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert len(saved["distill"]) == 4
+    assert (tmp_path / "docs" / "figures" / "defense_cifar10_accuracy_vs_eps.png").exists()

@@ -1,0 +1,49 @@
+"""The evidence runs of docs/results.md: every experiment at `--preset medium`, seed by seed.
+
+    python -m trainers.evidence --root /work/runs/evidence            # run or continue everything
+    python -m trainers.evidence --root R --list                       # the commands, and their state
+    python -m trainers.evidence --root R --only 'defense-*/seed0'     # some stages only
+    python -m trainers.evidence --root R --report docs/results        # tables of what has finished
+
+Each stage is one trainer command (`python -m trainers.<name> ... --preset medium
+--resume-if-present`), run in its own process with its log in `<root>/logs/`. Stages run seed-major
+(seed 0 of every experiment before seed 1), so an interrupted campaign has the most complete
+picture; running the command again continues where it stopped, down to the last epoch (finished
+methods are kept by `--resume-if-present`). `<root>/campaign.json` keeps each stage's state and
+wall-clock time. The tables are `great_tf.evidence` (docs/design.md#evidence).
+"""
+
+import argparse
+import os
+
+from trainers import flags
+
+
+def main(argv=None):
+    from great_tf import evidence
+
+    parser = flags.OneLineParser(prog="python -m trainers.evidence",
+                                 description="The medium-preset evidence runs of docs/results.md.")
+    parser.add_argument("--root", default=os.path.join("runs", "evidence"),
+                        help="where every run, log and campaign.json go (default runs/evidence)")
+    parser.add_argument("--seeds", type=flags.positive_int, default=evidence.SEEDS,
+                        help=f"seeds 0..N-1 of every experiment (default {evidence.SEEDS})")
+    parser.add_argument("--only", action="append", metavar="PATTERN",
+                        help="stages whose name matches this shell pattern (repeatable), e.g. "
+                        "'defense-mnist/*' or '*/seed0'")
+    parser.add_argument("--list", action="store_true", help="print the stages and their state; run nothing")
+    parser.add_argument("--rerun-failed", action="store_true",
+                        help="run stages that failed before again (default: skip them)")
+    parser.add_argument("--report", metavar="STEM",
+                        help="write the tables of every finished run to STEM.md (and .json); run nothing")
+    args = parser.parse_args(argv)
+    stages = evidence.select_stages(evidence.stages(args.root, args.seeds), args.only)
+    if args.report:
+        return evidence.write_report(args.root, args.seeds, args.report)
+    if args.list:
+        return evidence.print_stages(args.root, stages)
+    return evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed)
+
+
+if __name__ == "__main__":
+    flags.run_cli(main)

@@ -1,0 +1,57 @@
+"""What every keras-tuner sweep here shares: list flags, trials that know their folder, and a
+one-line error for a tuner state that cannot be read."""
+
+import argparse
+import json
+import os
+
+from great_tf.errors import GreatError
+
+
+def float_list(text):
+    """A type for comma-separated numbers, e.g. --alphas 0.1,0.5."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def with_trial_dirs(tuner_class):
+    """`tuner_class` whose trials hand their folder to `HyperModel.fit` (as `trial_dir`), where
+    the trial keeps its per-epoch checkpoints, so an interrupted trial continues where it stood."""
+
+    class TrialDirTuner(tuner_class):
+        def run_trial(self, trial, *args, **kwargs):
+            return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id), **kwargs)
+
+    TrialDirTuner.__name__ = tuner_class.__name__
+    return TrialDirTuner
+
+
+def make_tuner(hypermodel, objective, tuner, max_trials, logdir, project, overwrite, seed):
+    """A grid or Bayesian keras-tuner over `hypermodel` with its state in `<logdir>/tuner/<project>`;
+    a one-line error if that state is unreadable."""
+    import keras_tuner as kt
+
+    common = {"objective": objective, "directory": os.path.join(logdir, "tuner"),
+              "project_name": project, "overwrite": overwrite, "seed": seed}
+    try:
+        if tuner == "grid":
+            return with_trial_dirs(kt.GridSearch)(hypermodel, max_trials=max_trials, **common)
+        return with_trial_dirs(kt.BayesianOptimization)(hypermodel, max_trials=max_trials or 10, **common)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, RuntimeError) as err:
+        folder = os.path.join(logdir, "tuner", project)
+        raise GreatError(f"the tuner state in {folder} is unreadable ({type(err).__name__}; a sweep "
+                         f"killed while saving it?): run with --overwrite to start this sweep over") from None
+
+
+def completed_trials(tuner, metrics):
+    """[(trial number from 1, hyperparameters, {metric: last value})] of the finished trials that
+    recorded every one of `metrics`, in run order."""
+    rows = []
+    for trial in sorted(tuner.oracle.trials.values(), key=lambda t: int(t.trial_id)):
+        if trial.status != "COMPLETED" or not all(trial.metrics.exists(m) for m in metrics):
+            continue
+        rows.append((int(trial.trial_id) + 1, dict(trial.hyperparameters.values),
+                     {m: trial.metrics.get_last_value(m) for m in metrics}))
+    return rows
