@@ -19,7 +19,7 @@ import math
 import os
 
 from great_tf import evidence
-from great_tf.mtl.report import DELTA_M, STD, add_delta_m, cell, mean_and_std, summarize
+from great_tf.mtl.report import DELTA_M, add_delta_m, cell, mean_and_std, summarize
 from great_tf.reporting import markdown_table
 
 HOLDS, FAILS, SPREAD, UNDECIDED = ("holds", "does not hold", "within the spread",
@@ -278,10 +278,8 @@ def defense_section(root, dataset, seeds, figures_dir):
         lines += [f"**{eps_label(name)}** (test accuracy %, mean ± sample std over seeds)", "",
                   mean_table(rows, columns, order=list(MODE_LABELS)), ""]
         lines += findings_lines(rows) + [""]
-    figure = plot_curves(found, dataset, figures_dir)
-    if figure:
-        lines += [f"![accuracy against eps, {dataset}]({os.path.relpath(figure, os.path.dirname(figures_dir))})", ""]
-    return lines, found
+    figures = [plot_curves(found, dataset, figures_dir), defense_training_figure(root, dataset, seeds, figures_dir)]
+    return lines + figure_lines(figures, figures_dir), found
 
 
 def eps_label(name):
@@ -323,6 +321,84 @@ def plot_curves(found, dataset, figures_dir):
         return None
     path = os.path.join(figures_dir, f"defense_{dataset}_accuracy_vs_eps.png")
     return plot_accuracy_vs_eps(panels, path, f"{dataset}: accuracy against eps (mean over seeds)")
+
+
+# -- curves over training -----------------------------------------------------------------------------
+
+def epoch_series(run_dirs, tag, scale=1.0):
+    """(epochs, mean over the runs) of a scalar TensorBoard tag, over the epochs every run has;
+    None if no run has it."""
+    from great_tf.summaries import read_events
+
+    series = []
+    for run_dir in run_dirs:
+        events = read_events(run_dir).get(tag) if os.path.isdir(run_dir) else None
+        if events:
+            series.append([float(v) * scale for _, v in sorted(events, key=lambda e: e[0])])
+    if not series:
+        return None
+    n = min(len(v) for v in series)
+    return list(range(1, n + 1)), [sum(v[i] for v in series) / len(series) for i in range(n)]
+
+
+def curve_panels(lines_by_label, panels):
+    """{panel title: {label: series}} from {label: [run dirs]} and [(panel title, tag, scale)],
+    dropping what no run logged."""
+    found = {}
+    for title, tag, scale in panels:
+        for label, run_dirs in lines_by_label.items():
+            series = epoch_series(run_dirs, tag, scale)
+            if series:
+                found.setdefault(title, {})[label] = series
+    return found
+
+
+def defense_training_figure(root, dataset, seeds, figures_dir):
+    from great_tf.reporting import plot_panels
+
+    runs_by_mode = {MODE_LABELS[m]: [os.path.join(evidence.defense_dir(root, dataset, s), m) for s in range(seeds)]
+                    for m in MODE_LABELS}
+    panels = curve_panels(runs_by_mode, [("training accuracy % (training mode)", "train/epoch_accuracy", 100.0),
+                                         ("test accuracy % (clean)", "validation/epoch_accuracy", 100.0)])
+    if not panels:
+        return None
+    return plot_panels(panels, os.path.join(figures_dir, f"defense_{dataset}_training.png"),
+                       f"{dataset}: accuracy over training (mean over seeds)", "epoch", "%")
+
+
+MTL_CURVES = [("class error %", "validation/epoch_class_error", 1.0),
+              ("colour RMSE", "validation/epoch_colour_rmse", 1.0),
+              ("edge RMSE", "validation/epoch_edges_rmse", 1.0),
+              ("auto RMSE", "validation/epoch_auto_rmse", 1.0)]
+
+
+def mtl_figures(root, seeds, methods, figures_dir):
+    """Test metrics over training per method, and GREAT's GAL statistics over training."""
+    from great_tf.reporting import plot_panels
+
+    written = []
+    runs_by_method = {m: [os.path.join(evidence.mtl_dir(root, s), m) for s in range(seeds)] for m in methods}
+    panels = curve_panels(runs_by_method, MTL_CURVES)
+    if panels:
+        written.append(plot_panels(panels, os.path.join(figures_dir, "mtl_training.png"),
+                                   "Noisy CIFAR-10: test metrics over training (mean over seeds)", "epoch", ""))
+    great = {"GREAT": [os.path.join(evidence.mtl_dir(root, s), "great") for s in range(seeds)]}
+    gal_panels = {}
+    for task in ("class", "colour", "edges", "auto"):
+        for stat in ("mean", "min", "max"):
+            series = epoch_series(great["GREAT"], f"great/gal/{task}/{stat}")
+            if series:
+                gal_panels.setdefault(f"GAL {task}", {})[stat] = series
+    if gal_panels:
+        written.append(plot_panels(gal_panels, os.path.join(figures_dir, "mtl_gal.png"),
+                                   "GREAT: gradient-alignment layer gamma over training (mean over seeds)",
+                                   "epoch (0: initial)", "gamma"))
+    return written
+
+
+def figure_lines(paths, figures_dir):
+    base = os.path.dirname(figures_dir)
+    return [f"![{os.path.basename(p)}]({os.path.relpath(p, base)})" for p in paths if p] + [""]
 
 
 def mtl_section(rows, directions):
@@ -402,6 +478,8 @@ def write_report(root, seeds, stem):
         "## Adversarial defense", "", *sections,
         "## Knowledge distillation", "", *distill_section(distill),
         "## Multi-task learning", "", *mtl_section(mtl, directions),
+        *figure_lines(mtl_figures(root, seeds, sorted({r["method"] for r in mtl} - {"single"}), figures_dir),
+                      figures_dir),
         "## Hyperparameter sweeps (keras-tuner)", "", *sweep_section(root),
         "## Commands and measured times", "", *timing_section(root),
     ])

@@ -52,17 +52,24 @@ def plot_accuracy_vs_eps(curves, path, title, xlabel="eps"):
 
     `curves` is {attack name: {method: (eps values, accuracies)}}. Returns `path` (a PNG).
     """
+    return plot_panels(curves, path, title, xlabel, "test accuracy %", ylim=(0, 100))
+
+
+def plot_panels(panels, path, title, xlabel, ylabel, ylim=None):
+    """One panel per key of `panels` ({panel: {line label: (x values, y values)}}), a line with
+    markers per label. Returns `path` (a PNG)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
-    for ax, (attack, methods) in zip(axes[0], curves.items()):
-        for method, (eps, acc) in methods.items():
-            ax.plot(eps, acc, marker="o", label=method)
-        ax.set_title(attack)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], panels.items()):
+        for label, (x, y) in lines.items():
+            ax.plot(x, y, marker="o", markersize=3, label=label)
+        ax.set_title(panel)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy %")
-        ax.set_ylim(0, 100)
+        ax.set_ylabel(ylabel)
+        if ylim:
+            ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -193,34 +193,10 @@ MTL_TINY = ["--method", "great", "--width", "2", "--batch-size", "8", "--train-l
             "--eval-limit", "8", "--steps-per-epoch", "2", "--verbose", "0"]
 
 
-def test_two_workers_train_mtl_and_the_chief_matches_a_single_process(tmp_path, cache_dir):
-    import sys
-
-    from great_tf.summaries import read_events
-    from trainers import mtl as trainer
-
-    one_epoch = [*MTL_TINY, "--epochs", "1"]
-    trainer.main(["--logdir", str(tmp_path / "single"), *one_epoch])  # warms the data cache too
-    code, out, err = run_launcher(
-        ["--workers", "2", "--timeout", "240", "--", sys.executable, "-m", "trainers.mtl",
-         "--logdir", str(tmp_path / "multi"), *one_epoch], timeout=300)
-    assert code == 0, out[-3000:] + err[-3000:]
-    assert "[worker 0]" in out and "[worker 1]" in out
-    single = read_events(str(tmp_path / "single" / "great"))["train/epoch_loss"]
-    multi = read_events(str(tmp_path / "multi" / "great"))["train/epoch_loss"]
-    # The epoch loss averages both steps, so it includes the first step's update.
-    # float32: per-worker BatchNorm sums round differently (measured ~4e-5 relative).
-    assert len(multi) == len(single) == 1
-    np.testing.assert_allclose(float(multi[0][1]), float(single[0][1]), rtol=1e-3)
-    # Only the chief wrote into --logdir: one checkpoint, one TensorBoard run.
-    assert (tmp_path / "multi" / "great" / "checkpoints" / "checkpoint").exists()
-    assert len(list((tmp_path / "multi" / "great" / "train").glob("events.out*"))) == 1
-
-
 def test_two_workers_stopped_and_resumed_match_an_uninterrupted_single_process(tmp_path, cache_dir):
     """--stop-after 1 of 2 epochs on 2 workers, then --resume on 2 workers: the chief's epoch
     losses are a single process's uninterrupted ones (the non-chief resumes from a copy of the
-    chief's checkpoint)."""
+    chief's checkpoint), and only the chief wrote into --logdir."""
     import sys
 
     from great_tf.summaries import read_events
@@ -241,7 +217,11 @@ def test_two_workers_stopped_and_resumed_match_an_uninterrupted_single_process(t
     single = read_events(str(tmp_path / "single" / "great"))["train/epoch_loss"]
     multi = read_events(str(tmp_path / "multi" / "great"))["train/epoch_loss"]
     assert [step for step, _ in multi] == [step for step, _ in single] == [0, 1]
+    # float32: per-worker BatchNorm sums round differently (measured ~4e-5 relative).
     np.testing.assert_allclose([float(v) for _, v in multi], [float(v) for _, v in single], rtol=1e-3)
+    assert "[worker 0]" in out and "[worker 1]" in out
+    assert (tmp_path / "multi" / "great" / "checkpoints" / "checkpoint").exists()
+    assert len(list((tmp_path / "multi" / "great" / "train").glob("events.out*"))) == 2  # the chief's, one per launch
 
 
 def test_a_killed_worker_stops_the_launch_with_a_clear_message():

@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from great_tf import evidence, evidence_report as report
@@ -133,3 +134,24 @@ def test_report_from_result_files(tmp_path):
     saved = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert len(saved["distill"]) == 4
     assert (tmp_path / "docs" / "figures" / "defense_cifar10_accuracy_vs_eps.png").exists()
+
+
+def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
+    import tensorflow as tf
+
+    runs = []
+    for seed, values in enumerate(([0.1, 0.2, 0.3], [0.3, 0.4])):
+        run = tmp_path / f"seed{seed}" / "great+ce"
+        writer = tf.summary.create_file_writer(str(run / "validation"))
+        with writer.as_default():
+            for epoch, value in enumerate(values):
+                tf.summary.scalar("epoch_accuracy", value, step=epoch)
+        writer.close()
+        runs.append(str(run))
+    epochs, mean = report.epoch_series(runs, "validation/epoch_accuracy", scale=100.0)
+    assert epochs == [1, 2]
+    np.testing.assert_allclose(mean, [20.0, 30.0], rtol=1e-6)
+    assert report.epoch_series([str(tmp_path / "nothing")], "validation/epoch_accuracy") is None
+    panels = report.curve_panels({"GRE(AT+CE)": runs, "none": []},
+                                 [("test", "validation/epoch_accuracy", 1.0), ("absent", "train/x", 1.0)])
+    assert list(panels) == ["test"] and list(panels["test"]) == ["GRE(AT+CE)"]

@@ -8,8 +8,8 @@ import pytest
 
 from tuning import defense as sweep
 
-TINY = ["--dataset", "mnist", "--train-limit", "80", "--val-fraction", "0.25", "--epochs", "2",
-        "--steps-per-epoch", "2", "--batch-size", "8", "--width", "2", "--attack-limit", "8",
+TINY = ["--dataset", "mnist", "--train-limit", "48", "--val-fraction", "0.25", "--epochs", "2",
+        "--steps-per-epoch", "1", "--batch-size", "8", "--width", "2", "--attack-limit", "4",
         "--apgd-iterations", "2", "--apgd-targets", "1", "--square-queries", "4",
         "--betas", "0.5,10", "--alphas", "1"]
 

@@ -13,7 +13,6 @@ methods are kept by `--resume-if-present`). `<root>/campaign.json` keeps each st
 wall-clock time. The tables are `great_tf.evidence` (docs/design.md#evidence).
 """
 
-import argparse
 import os
 
 from trainers import flags
