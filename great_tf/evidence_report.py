@@ -439,13 +439,24 @@ def sweep_section(root):
     return lines
 
 
+def machine_line():
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    return (f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; Python "
+            f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}. "
+            "Minutes are a stage's wall clock, summed over resumed attempts; one stage ran at a time.")
+
+
 def timing_section(root):
     state = evidence.read_state(root)
     if not state:
         return ["No stage has run yet.", ""]
     shown = [{"stage": name, "state": e.get("status", ""), "minutes": f"{e['seconds'] / 60:.1f}" if e.get("seconds") else "",
               "command": f"`{e.get('command', '')}`"} for name, e in state.items()]
-    return [markdown_table(shown, ["stage", "state", "minutes", "command"]), ""]
+    return [machine_line(), "", markdown_table(shown, ["stage", "state", "minutes", "command"]), ""]
 
 
 def claims_section(claims):

@@ -42,8 +42,16 @@ def test_two_trial_sweep_runs_stops_and_resumes(tmp_path, monkeypatch):
     row = rows[0]
     assert row["method"] == "GREAT" and row["trials run"] == 2
     assert row["trials to best"] in (1, 2) and row["val % min"] <= row["best val %"] == row["val % max"]
+    vals = [t["val %"] for t in sorted(trials_of(tmp_path), key=lambda t: t["trial"])]
+    first_near = next(i + 1 for i, v in enumerate(vals) if v >= max(vals) - 0.5)
+    assert row["trials to within 0.5"] == first_near <= row["trials to best"]
     assert row["paper default val %"] is not None  # alpha 0.1 is in the grid
     with open(str(tmp_path / "sweep" / "sweep_cnn5_100pct_trials.json"), encoding="utf-8") as f:
         trials = json.load(f)["rows"]
     assert sorted(t["alpha"] for t in trials) == [0.1, 0.3]
     assert all(0 <= t["test %"] <= 100 for t in trials)
+
+
+def trials_of(tmp_path):
+    with open(str(tmp_path / "sweep" / "sweep_cnn5_100pct_trials.json"), encoding="utf-8") as f:
+        return json.load(f)["rows"]
