@@ -85,6 +85,15 @@ def build_great_defense():
     return model
 
 
+def build_adversarial_training():
+    """FGSM adversarial training: clean and FGSM examples in one synchronized-BN forward."""
+    from great_tf.defense import GreatDefense
+
+    model = GreatDefense(conv_net(CLASSES, name="main"), None, "adversarial", fgsm_eps=0.1)
+    model.compile(optimizer=sgd())
+    return model
+
+
 def classification_batches(rng, steps):
     return rng.random((steps, BATCH, SIZE, SIZE, 1)), rng.integers(0, CLASSES, (steps, BATCH))
 
@@ -93,6 +102,7 @@ STEPS = {  # name: (model builder, data maker)
     "mtl": (build_great_mtl, mtl_batches),
     "distill": (build_great_distiller, classification_batches),
     "defense": (build_great_defense, classification_batches),
+    "adversarial": (build_adversarial_training, classification_batches),
 }
 
 

@@ -16,6 +16,19 @@ def float_list(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def add_sweep_flags(parser):
+    """The flags every sweep takes after its own: where, which seed, tuner state, verbosity and
+    the runtime (strategy) flags of the trainers."""
+    from trainers import flags
+
+    parser.add_argument("--data-dir")
+    parser.add_argument("--logdir")
+    parser.add_argument("--seed", type=flags.seed_type, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="discard saved tuner state")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
+    return flags.add_runtime_flags(parser)
+
+
 def with_trial_dirs(tuner_class):
     """`tuner_class` whose trials hand their folder to `HyperModel.fit` (as `trial_dir`), where
     the trial keeps its per-epoch checkpoints, so an interrupted trial continues where it stood."""

@@ -56,12 +56,7 @@ def parse_args(argv=None):
     parser.add_argument("--eps", type=float, help="attack eps (default: the data set's, as the trainer)")
     parser.add_argument("--pixel-scale", type=float, default=1.0)
     parser.add_argument("--fgsm-train-eps", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--logdir")
-    parser.add_argument("--seed", type=flags.seed_type, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="discard saved tuner state")
-    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
-    flags.add_runtime_flags(parser)
+    common.add_sweep_flags(parser)
     args = flags.apply_preset(parser.parse_args(argv), PRESETS)
     # What great_tf.defense.runs reads and a sweep does not vary: AA only, no curves, no SPSA.
     args.beta_max, args.alpha_max, args.attacks, args.eps_grid = None, None, "strong", []
