@@ -166,55 +166,101 @@ def record(root, name, entry):
     os.replace(path + ".tmp", path)
 
 
+def stage_status(entry):
+    """A stage's status; "running" only while the process that runs it is alive (a campaign killed
+    without a chance to record its end, e.g. by SIGKILL or a shutdown, reads as "interrupted")."""
+    status = entry.get("status", "to do")
+    if status == "running" and not process_alive(entry.get("pid")):
+        return "interrupted"
+    return status
+
+
+def process_alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def print_stages(root, selected):
     state = read_state(root)
     for stage in selected:
         entry = state.get(stage.name, {})
-        status = entry.get("status", "to do")
         seconds = entry.get("seconds")
         took = f" ({seconds / 60:.1f} min)" if seconds else ""
-        print(f"{stage.name:24s} {status}{took}\n    {stage.shell()}")
+        print(f"{stage.name:24s} {stage_status(entry)}{took}\n    {stage.shell()}")
     return selected
 
 
 # -- running ---------------------------------------------------------------------------------------
+
+HEARTBEAT_SECONDS = 60  # how often a running stage records its time so far
+
 
 def log_path(root, stage):
     return os.path.join(root, "logs", stage.name.replace("/", "_") + ".log")
 
 
 def run_stage(root, stage):
-    """Runs one stage to its end; returns its exit code. Its output goes to its log file."""
+    """Runs one stage to its end; returns its exit code. Its output goes to its log file. The time
+    spent is recorded every minute as well as at the end, so a hard kill loses at most a minute of
+    it; the time adds up over resumed runs."""
     path = log_path(root, stage)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    spent_before = read_state(root).get(stage.name, {}).get("seconds", 0.0)
     started = time.time()
+
+    def spent():
+        return round(spent_before + time.time() - started, 1)
+
     record(root, stage.name, {"status": "running", "command": stage.shell(), "log": path,
-                              "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+                              "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     code = 130  # what an interrupt of this process leaves recorded
     try:
         with open(path, "a") as log:
             log.write(f"\n$ {stage.shell()}\n")
             log.flush()
-            code = subprocess.call(stage.command(), stdout=log, stderr=subprocess.STDOUT)
+            with subprocess.Popen(stage.command(), stdout=log, stderr=subprocess.STDOUT) as child:
+                try:
+                    code = wait_recording_time(root, stage, child, spent)
+                except BaseException:
+                    child.kill()  # as subprocess.call does: no orphaned trainer
+                    raise
     finally:
-        record(root, stage.name, state_entry(root, stage, code, time.time() - started))
+        record(root, stage.name, {**final_status(code), "seconds": spent(),
+                                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return code
 
 
-def state_entry(root, stage, code, seconds):
-    """The stage's state after a run: done, failed (exit code) or interrupted; the time spent
-    adds up over resumed runs."""
-    earlier = read_state(root).get(stage.name, {})
-    total = earlier.get("seconds", 0.0) + seconds
-    status = "done" if code == 0 else "interrupted" if code in (130, -2, -15) else f"failed (exit {code})"
-    return {"status": status, "seconds": round(total, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+def wait_recording_time(root, stage, child, spent):
+    while True:
+        try:
+            return child.wait(HEARTBEAT_SECONDS)
+        except subprocess.TimeoutExpired:
+            record(root, stage.name, {"seconds": spent()})
+
+
+def final_status(code):
+    """done, failed (exit code) or interrupted."""
+    if code == 0:
+        return {"status": "done"}
+    return {"status": "interrupted" if code in (130, -2, -15) else f"failed (exit {code})"}
 
 
 def run_stages(root, selected, rerun_failed=False):
     """Runs every selected stage not done yet, in order; prints one line per stage."""
     os.makedirs(root, exist_ok=True)
     for stage in selected:
-        status = read_state(root).get(stage.name, {}).get("status", "")
+        entry = read_state(root).get(stage.name, {})
+        status = stage_status(entry)
+        if status == "running":  # another campaign process is on it
+            print(f"{stage.name}: running in process {entry['pid']}, skipped", flush=True)
+            continue
         if status == "done" or (status.startswith("failed") and not rerun_failed):
             print(f"{stage.name}: {status}, skipped", flush=True)
             continue

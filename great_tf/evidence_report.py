@@ -446,7 +446,8 @@ def timing_section(root):
     state = evidence.read_state(root)
     if not state:
         return ["No stage has run yet.", ""]
-    shown = [{"stage": name, "state": e.get("status", ""), "minutes": f"{e['seconds'] / 60:.1f}" if e.get("seconds") else "",
+    shown = [{"stage": name, "state": evidence.stage_status(e),
+              "minutes": f"{e['seconds'] / 60:.1f}" if e.get("seconds") else "",
               "command": f"`{e.get('command', '')}`"} for name, e in state.items()]
     return [machine_line(), "", markdown_table(shown, ["stage", "state", "minutes", "command"]), ""]
 

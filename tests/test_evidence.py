@@ -4,6 +4,9 @@ order and selection, state across runs, tables from result files, and the claim 
 import json
 import math
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -87,6 +90,40 @@ def test_run_stages_records_state_and_skips_what_is_done(tmp_path, capsys):
     evidence.run_stages(root, [bad], rerun_failed=True)
     with open(evidence.log_path(root, bad), encoding="utf-8") as f:
         assert f.read().count("$ ") == 2  # the log keeps both attempts
+
+
+def test_a_running_stage_records_its_time_as_it_goes(tmp_path, monkeypatch):
+    """A hard kill (no chance to record the end) loses at most one heartbeat of a stage's time."""
+    import threading
+
+    monkeypatch.setattr(evidence, "HEARTBEAT_SECONDS", 0.1)
+    root = str(tmp_path)
+    slow = evidence.Stage("slow/seed0", "timeit", ("-n", "1", "-r", "1", "import time; time.sleep(1.5)"))
+    runner = threading.Thread(target=evidence.run_stages, args=(root, [slow]))
+    runner.start()
+    seen = {}
+    while runner.is_alive() and not seen.get("seconds"):
+        time.sleep(0.05)
+        seen = evidence.read_state(root).get("slow/seed0", {})
+    runner.join()
+    assert seen["status"] == "running" and seen["pid"] == os.getpid() and 0 < seen["seconds"] < 1.5
+    assert evidence.read_state(root)["slow/seed0"]["seconds"] >= 1.5
+
+
+def test_a_stage_left_running_by_a_dead_campaign_reads_as_interrupted_and_runs_again(tmp_path, capsys):
+    root = str(tmp_path)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    evidence.record(root, "ok/seed0", {"status": "running", "pid": finished.pid, "seconds": 7.0})
+    evidence.record(root, "busy/seed0", {"status": "running", "pid": os.getpid()})
+    assert evidence.stage_status(evidence.read_state(root)["ok/seed0"]) == "interrupted"
+    ok = evidence.Stage("ok/seed0", "platform", ())
+    busy = evidence.Stage("busy/seed0", "platform", ())
+    evidence.run_stages(root, [ok, busy])
+    state = evidence.read_state(root)
+    assert state["ok/seed0"]["status"] == "done" and state["ok/seed0"]["seconds"] > 7.0
+    assert state["busy/seed0"]["status"] == "running"  # another live campaign process owns it
+    assert f"busy/seed0: running in process {os.getpid()}, skipped" in capsys.readouterr().out
 
 
 def test_verdict_rule():
