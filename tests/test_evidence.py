@@ -132,6 +132,14 @@ def test_verdict_rule():
     assert report.verdict([0, 1, 2], [10, 11, 12])[0] == report.FAILS
     assert report.verdict([1.5, 0.5, 2.5], [1, 2, 0])[0] == report.SPREAD
     assert report.verdict([1.0], [0.0, 0.1])[0] == report.UNDECIDED
+    # The paper's gap: d + 2s = 0.5 + 1.63 leaves a gap of 2 possible, excludes one of 3; a result
+    # beyond the spread in the claimed direction holds whatever the gap.
+    assert report.verdict([1.5, 0.5, 2.5], [1, 2, 0], paper_gap=2.0)[0] == report.SPREAD
+    assert report.verdict([1.5, 0.5, 2.5], [1, 2, 0], paper_gap=3.0)[0] == report.FAILS
+    assert report.verdict([10, 11, 12], [0, 1, 2], paper_gap=70.0)[0] == report.HOLDS
+    zeros = [{"method": m, "seed": k, "iFGSM": 0.0} for m in ("greace", "baseline") for k in range(3)]
+    measured, result = report.comparison(zeros, "iFGSM", "greace", "baseline", paper_gap=70.41)
+    assert result == report.FAILS and "the paper's gap, 70.4, is excluded" in measured
     result, d, s = report.verdict([10, 11, 12], [0, 1, 2])
     assert d == pytest.approx(10) and s == pytest.approx(math.sqrt(2 / 3))
     # "best of": beats every other beyond the spread; one other better beyond it: does not hold.
