@@ -140,6 +140,10 @@ def test_verdict_rule():
     zeros = [{"method": m, "seed": k, "iFGSM": 0.0} for m in ("greace", "baseline") for k in range(3)]
     measured, result = report.comparison(zeros, "iFGSM", "greace", "baseline", paper_gap=70.41)
     assert result == report.FAILS and "the paper's gap, 70.4, is excluded" in measured
+    # The paper's CIFAR-10 gaps do not carry over to a data set it gives no numbers for.
+    greace_claim = {d: next(v for c, _, _, v in report.defense_claims(zeros, d, "T1", paper_gaps=(d == "cifar10"))
+                            if "GREACE alone" in c) for d in ("cifar10", "mnist")}
+    assert greace_claim == {"cifar10": report.FAILS, "mnist": report.SPREAD}
     result, d, s = report.verdict([10, 11, 12], [0, 1, 2])
     assert d == pytest.approx(10) and s == pytest.approx(math.sqrt(2 / 3))
     # "best of": beats every other beyond the spread; one other better beyond it: does not hold.
