@@ -334,9 +334,10 @@ def plot_curves(found, dataset, figures_dir):
 
 # -- curves over training -----------------------------------------------------------------------------
 
-def epoch_series(run_dirs, tag, scale=1.0):
+def epoch_series(run_dirs, tag, scale=1.0, first=1):
     """(epochs, mean over the runs) of a scalar TensorBoard tag, over the epochs every run has;
-    None if no run has it."""
+    None if no run has it. Keras logs epoch k at step k - 1, hence `first` 1; a tag logged before
+    training too (the GAL statistics) starts at 0."""
     from great_tf.summaries import read_events
 
     series = []
@@ -347,7 +348,7 @@ def epoch_series(run_dirs, tag, scale=1.0):
     if not series:
         return None
     n = min(len(v) for v in series)
-    return list(range(1, n + 1)), [sum(v[i] for v in series) / len(series) for i in range(n)]
+    return list(range(first, first + n)), [sum(v[i] for v in series) / len(series) for i in range(n)]
 
 
 def curve_panels(lines_by_label, panels):
@@ -395,7 +396,7 @@ def mtl_figures(root, seeds, methods, figures_dir):
     gal_panels = {}
     for task in ("class", "colour", "edges", "auto"):
         for stat in ("mean", "min", "max"):
-            series = epoch_series(great["GREAT"], f"great/gal/{task}/{stat}")
+            series = epoch_series(great["GREAT"], f"great/gal/{task}/{stat}", first=0)
             if series:
                 gal_panels.setdefault(f"GAL {task}", {})[stat] = series
     if gal_panels:

@@ -59,23 +59,43 @@ def plot_panels(panels, path, title, xlabel, ylabel, ylim=None):
     """One panel per key of `panels` ({panel: {line label: (x values, y values)}}), a line with
     markers per label. Returns `path` (a PNG)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
+    styles = line_styles(labels)
+    many = len(labels) > 6  # one legend beside the panels instead of one crowded legend in each
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + (2 if many else 0), 4),
+                             squeeze=False)
     for ax, (panel, lines) in zip(axes[0], panels.items()):
         for label, (x, y) in lines.items():
-            ax.plot(x, y, marker="o", markersize=3, label=label)
+            ax.plot(x, y, markersize=3, label=label, **styles[label])
         ax.set_title(panel)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if ylim:
             ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if not many:
+            ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    if many:
+        handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+        fig.legend([handles[label] for label in labels], labels, loc="center right", fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_size_inches()[0], 1))
+    else:
+        fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def line_styles(labels):
+    """{label: plot keywords}: a colour and a marker each, distinct for up to 20 labels (ten
+    colours are not enough for a dozen multi-task methods)."""
+    plt = _pyplot()
+    colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20").colors
+    markers = "os^Dv<>pXh"
+    return {label: {"color": colours[i % len(colours)], "marker": markers[i % len(markers)]}
+            for i, label in enumerate(labels)}
 
 
 def plot_saliency_grid(images, maps, path, title):

@@ -204,3 +204,17 @@ def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
     panels = report.curve_panels({"GRE(AT+CE)": runs, "none": []},
                                  [("test", "validation/epoch_accuracy", 1.0), ("absent", "train/x", 1.0)])
     assert list(panels) == ["test"] and list(panels["test"]) == ["GRE(AT+CE)"]
+    # A tag logged before training as well (GAL statistics: step 0 is the initial value).
+    assert report.epoch_series(runs, "validation/epoch_accuracy", first=0)[0] == [0, 1]
+
+
+def test_a_dozen_methods_get_distinct_line_styles_and_one_legend(tmp_path):
+    from great_tf.reporting import line_styles, plot_panels
+
+    methods = [f"method{i}" for i in range(13)]
+    styles = line_styles(methods)
+    assert len({(s["color"], s["marker"]) for s in styles.values()}) == 13
+    assert len({s["color"] for s in styles.values()}) == 13  # no colour used twice
+    panels = {p: {m: ([1, 2], [i, i + 1]) for i, m in enumerate(methods)} for p in ("a", "b")}
+    path = plot_panels(panels, str(tmp_path / "curves.png"), "t", "epoch", "")
+    assert os.path.getsize(path) > 0
