@@ -218,3 +218,27 @@ def test_a_dozen_methods_get_distinct_line_styles_and_one_legend(tmp_path):
     panels = {p: {m: ([1, 2], [i, i + 1]) for i, m in enumerate(methods)} for p in ("a", "b")}
     path = plot_panels(panels, str(tmp_path / "curves.png"), "t", "epoch", "")
     assert os.path.getsize(path) > 0
+
+
+def test_a_campaign_started_from_a_background_script_still_stops_cleanly_on_signals():
+    """A background job of a shell script starts with SIGINT ignored, and its trainers would
+    inherit that: the campaign must stop on SIGINT or SIGTERM all the same, and hand its trainers
+    a SIGINT they act on."""
+    script = "\n".join([
+        "import os, signal, subprocess, sys, time",
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `cmd &` in a script does",
+        "from trainers.evidence import stop_cleanly_on_signals",
+        "stop_cleanly_on_signals()",
+        "child = [sys.executable, '-c', 'import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)']",
+        "print('child ignores SIGINT:', subprocess.check_output(child, text=True).strip())",
+        "for sig in (signal.SIGINT, signal.SIGTERM):",
+        "    try:",
+        "        os.kill(os.getpid(), sig)",
+        "        time.sleep(5)",
+        "    except KeyboardInterrupt:",
+        "        print('stopped by', sig.name)",
+    ])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
+                         timeout=60).stdout
+    assert out.split("\n")[:3] == ["child ignores SIGINT: False", "stopped by SIGINT", "stopped by SIGTERM"]

@@ -14,6 +14,7 @@ wall-clock time. The tables are `great_tf.evidence` (docs/design.md#evidence).
 """
 
 import os
+import signal
 
 from trainers import flags
 
@@ -41,7 +42,16 @@ def main(argv=None):
         return evidence.write_report(args.root, args.seeds, args.report)
     if args.list:
         return evidence.print_stages(args.root, stages)
+    stop_cleanly_on_signals()
     return evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed)
+
+
+def stop_cleanly_on_signals():
+    """SIGINT and SIGTERM stop the campaign as Ctrl-C does (the running stage is recorded as
+    interrupted, its trainer stopped), even where the campaign was started in the background by a
+    shell script, which makes it ignore SIGINT, an ignorance its trainers would inherit."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ PRESETS = {
     # ~80 s (the four single-task networks) on a loaded machine.
     "small": {"epochs": 2, "batch_size": 64, "width": 8, "train_limit": None, "steps_per_epoch": 40},
     # The evidence runs of docs/results.md (#14): 15 full passes over the 5,000-image subset
-    # (79 steps of 64) at width 8, a few minutes per method and seed (measured times:
-    # docs/results.md), so that every method and the single-task baselines over 3 seeds fit in
-    # hours rather than days.
+    # (78 steps of 64) at width 8. Measured on 2 CPU cores: 3.2-6.6 min of training per method
+    # (the loss weightings 3.2-3.9, the gradient methods 4.6-6.6), 8.4 min for the four
+    # single-task networks, 68 min for `--method all` and one seed.
     "medium": {"epochs": 15, "batch_size": 64, "width": 8, "train_limit": None, "steps_per_epoch": None},
     # The paper's supplement: ResNet-18 (width 64), Adam 1e-3 with the poly policy, 50 epochs.
     # The paper does not give the batch size; 128 is our choice.
