@@ -365,17 +365,16 @@ def evaluate_model(model, train, test, settings, surrogate=None, group="all", at
 
 
 def masking_findings(ev, row, curves):
-    """The masking diagnostics on the attacked examples, reusing the row's attacks and the curves
-    of the iterative attacks."""
-    from great_tf.robustness import ITERATIVE, masking_diagnostics
+    """The masking diagnostics on the attacked examples, reusing the row's attacks and the
+    accuracy-against-eps curves."""
+    from great_tf.robustness import masking_diagnostics
 
     s = ev.settings
     measured = {k: v for k, v in row.items() if k in ev.outcomes and len(ev.outcomes[k]) == len(ev.y)}
-    iterative_curves = {k: v for k, v in curves.items() if k in ITERATIVE}
     # The checks' own attacks (the unbounded one, and APGD-CE / Square when the group has none) use
     # at most the diagnostics' default budget: they look for gross failures, not the last point.
     return masking_diagnostics(ev.model, ev.x, ev.y, s.eps, s.clip_min, s.clip_max, measured=measured,
-                               curves=iterative_curves, nb_iter=min(s.apgd_iterations, DIAGNOSTIC_ITERATIONS),
+                               curves=curves, nb_iter=min(s.apgd_iterations, DIAGNOSTIC_ITERATIONS),
                                nb_queries=min(s.square_queries, DIAGNOSTIC_QUERIES), seed=s.seed,
                                batch_size=s.batch_size)
 

@@ -8,6 +8,11 @@ the symptoms; `masking_diagnostics` measures each and returns one finding per ch
 - `iterative-vs-single-step`: iterative attacks (iFGSM, PGD, APGD) must be at least as strong
   as one FGSM step, which they contain.
 - `accuracy-vs-eps`: accuracy under an iterative attack must not rise with eps.
+- `single-step-above-clean`: one FGSM step must not raise accuracy above the clean one. If it
+  does, the model reads the label off the perturbation (label leaking, Kurakin et al. 2017) or
+  has learnt to defeat that one step, the signature of FGSM adversarial training: its FGSM
+  column says nothing about robustness. A single-step curve may dip and rise again on an
+  undefended model (large steps overshoot), so only rising above clean accuracy is flagged.
 - `unbounded-attack`: with eps = the whole pixel range an attack can reach any image, so accuracy
   must go to about 0.
 - `gradient-free-vs-white-box` and `transfer-vs-white-box`: attacks that do not use the model's
@@ -32,6 +37,7 @@ from great_tf.attacks.utils import (as_input, as_labels, ce_loss, compiled_per_m
 
 WHITE_BOX = ("FGSM", "iFGSM", "PGD", "APGD-CE", "APGD-T")
 ITERATIVE = ("iFGSM", "PGD", "APGD-CE", "APGD-T")
+SINGLE_STEP = ("FGSM",)
 GRADIENT_FREE = ("Square", "SPSA")
 TRANSFER = ("Transfer iFGSM",)
 UNBOUNDED_LIMIT = 5.0  # % accuracy an attack with eps = the whole pixel range may leave
@@ -53,10 +59,10 @@ def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measure
     """The findings of every check on (x, y) at `eps` (in the units of x).
 
     `measured` ({attack name: accuracy %} on the same x, y and eps, e.g. a robustness table's
-    row) and `curves` ({attack: (eps values, accuracies)} of iterative attacks) are reused instead
-    of attacking again; attacks that are missing run here: FGSM, iFGSM (10 steps), APGD-CE
-    (`nb_iter`), Square (`nb_queries`), and iFGSM at eps times `eps_factors` for the curve.
-    A transfer attack is compared only if `measured` has one.
+    row) and `curves` ({attack: (eps values, accuracies)}; the iterative and FGSM ones are used)
+    are reused instead of attacking again; attacks that are missing run here: FGSM, iFGSM (10
+    steps), APGD-CE (`nb_iter`), Square (`nb_queries`), and iFGSM and FGSM at eps times
+    `eps_factors` for the curves. A transfer attack is compared only if `measured` has one.
     """
     x = as_input(x, clip_min, clip_max).numpy()
     y = as_labels(y, x).numpy()
@@ -74,13 +80,18 @@ def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measure
     for name, run in runs.items():
         if name not in accuracy and (name != "Square" or x.ndim == 4):
             accuracy[name] = run()
-    if not curves:
-        grid = [eps * f for f in eps_factors]
-        curves = {"iFGSM": (grid, [attacked(attacks.iterative_fgsm, e) for e in grid])}
+    curves = dict(curves or {})
+    grid = [eps * f for f in eps_factors]
+    if not any(name in curves for name in ITERATIVE):
+        curves["iFGSM"] = (grid, [attacked(attacks.iterative_fgsm, e) for e in grid])
+    if not any(name in curves for name in SINGLE_STEP):
+        curves["FGSM"] = (grid, [attacked(attacks.fgsm, e) for e in grid])
+    clean = attacks.accuracy(model_fn, x, y, batch_size)
     tol = tolerance(len(x))
     return [
         check_iterative_vs_single_step(accuracy, tol),
-        check_accuracy_vs_eps(curves, tol),
+        check_accuracy_vs_eps({k: v for k, v in curves.items() if k in ITERATIVE}, tol),
+        check_single_step_above_clean({k: v for k, v in curves.items() if k in SINGLE_STEP}, clean, tol),
         check_unbounded_attack(model_fn, x, y, clip_min, clip_max, nb_iter, seed, batch_size),
         check_weaker_than_white_box("gradient-free-vs-white-box", GRADIENT_FREE, accuracy, tol),
         check_weaker_than_white_box("transfer-vs-white-box", TRANSFER, accuracy, tol),
@@ -120,6 +131,24 @@ def check_accuracy_vs_eps(curves, tol):
     shown = "; ".join(f"{a} " + " / ".join(f"{v:.1f}" for v in vals) + " % at eps "
                       + " / ".join(f"{e:.3g}" for e in grid) for a, (grid, vals) in curves.items())
     return finding("accuracy-vs-eps", False, f"accuracy does not rise with eps: {shown}.")
+
+
+def check_single_step_above_clean(curves, clean, tol):
+    """`curves`: {single-step attack: (eps values, accuracies %)}; `clean`: accuracy % on the
+    same examples without attack."""
+    above = [f"{attack} {value:.1f} % at eps {e:.4g}" for attack, (grid, values) in curves.items()
+             for e, value in zip(grid, values) if e > 0 and value > clean + tol]
+    if not curves:
+        return finding("single-step-above-clean", False, "not run: no FGSM curve.")
+    if above:
+        return finding("single-step-above-clean", True,
+                       f"{', '.join(above)} against {clean:.1f} % clean: the step helps the model "
+                       f"(label leaking, or a model trained to defeat FGSM); its FGSM accuracy is "
+                       f"no measure of robustness.")
+    highest = max(v for _, (grid, values) in curves.items() for e, v in zip(grid, values) if e > 0)
+    return finding("single-step-above-clean", False,
+                   f"FGSM reaches at most {highest:.1f} % along eps, not above {clean:.1f} % clean "
+                   f"(+{tol:.1f} noise).")
 
 
 def check_unbounded_attack(model_fn, x, y, clip_min, clip_max, nb_iter, seed, batch_size):

@@ -15,6 +15,8 @@ cross-replica sums go through merge_call (every CPU strategy), so --jit is teste
 (same weights as the plain step) and refused with several replicas.
 """
 
+import concurrent.futures
+
 import keras
 import numpy as np
 import pytest
@@ -213,10 +215,14 @@ def test_two_workers_stopped_and_resumed_match_an_uninterrupted_single_process(t
     from trainers import mtl as trainer
 
     two_epochs = [*MTL_TINY, "--epochs", "2"]
-    trainer.main(["--logdir", str(tmp_path / "single"), *two_epochs])
     launch = ["--workers", "2", "--timeout", "240", "--", sys.executable, "-m", "trainers.mtl",
               "--logdir", str(tmp_path / "multi"), *two_epochs]
-    code, out, err = run_launcher([*launch, "--stop-after", "1"], timeout=300)
+    # The single-process reference trains here while the workers start up (they wait on each
+    # other much of the time); the two do not share a folder.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stopped = pool.submit(run_launcher, [*launch, "--stop-after", "1"], 300)
+        trainer.main(["--logdir", str(tmp_path / "single"), *two_epochs])
+        code, out, err = stopped.result()
     assert code == 0, out[-3000:] + err[-3000:]
     assert "stopped after epoch 1 of 2 (--stop-after)" in out + err
     assert not (tmp_path / "multi" / "great" / "result.json").exists()

@@ -105,7 +105,11 @@ def test_evaluate_model_gives_the_row_curves_findings_and_saliency(problem):
     grid, apgd_curve = report.curves["APGD-CE"]
     assert grid == [0.0, 0.05, 0.1] and apgd_curve[1] == pytest.approx(report.row["APGD-CE"])
     assert apgd_curve[0] == pytest.approx(attacks.accuracy(model, test[0][:24], test[1][:24]))
-    assert [f["check"] for f in report.findings][:2] == ["iterative-vs-single-step", "accuracy-vs-eps"]
+    checks = [f["check"] for f in report.findings]
+    assert checks[:3] == ["iterative-vs-single-step", "accuracy-vs-eps", "single-step-above-clean"]
+    # The diagnostics reuse the evaluation's own FGSM curve rather than attacking again.
+    highest = max(report.curves["FGSM"][1][1:])
+    assert f"FGSM reaches at most {highest:.1f} % along eps" in report.findings[2]["evidence"]
     assert not any(f["flagged"] for f in report.findings), report.findings
     assert report.saliency.shape == (3, 8, 8)
 

@@ -162,7 +162,10 @@ def test_report_from_result_files(tmp_path):
             write_result(os.path.join(base, mode), {
                 "method": mode, "No attack": 60.0 + seed, "iFGSM": acc + seed, "AA": acc / 2 + seed,
                 "findings": [{"check": "zero-gradients", "flagged": mode == "great+ce"}],
-                "curves": {"iFGSM": [[0.0, 0.1], [60.0, acc]]}})
+                # Evaluated before the single-step check existed: the report applies it to the
+                # stored FGSM curve (the baseline's FGSM step lifts it above its clean 60 %).
+                "curves": {"iFGSM": [[0.0, 0.1], [60.0, acc]],
+                           "FGSM": [[0.0, 0.1], [60.0, 75.0 if mode == "baseline" else 50.0]]}})
             write_result(os.path.join(base, mode, "evaluation", "eps8of255"),
                          {"method": mode, "No attack": 60.0, "AA": acc / 4 + seed})
         folder = evidence.distill_dir(root, seed)
@@ -174,6 +177,8 @@ def test_report_from_result_files(tmp_path):
     text = report.write_report(root, seeds, str(tmp_path / "docs" / "results"))
     assert "## Claims" in text.split("## Adversarial defense")[0]
     assert "eps = 8/255" in text and "great+ce: zero-gradients (seeds 0, 1)" in text
+    assert "baseline: single-step-above-clean (seeds 0, 1)" in text
+    assert "great+ce: zero-gradients (seeds 0, 1)." in text  # its FGSM stays below clean
     # iFGSM 40.5 ± 0.7 against 2.5 ± 0.7: the AA claim holds; the MTL claims have no run yet.
     aa = next(line for line in text.splitlines() if "AutoAttack-style" in line and "[cifar10]" in line)
     assert "**holds**" in aa

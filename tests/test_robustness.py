@@ -48,14 +48,14 @@ def fired(findings):
 
 def test_a_plainly_trained_model_fires_no_check(plain, blobs):
     findings = diagnose(plain, blobs)
-    assert len(findings) == 7 and all(set(f) == {"check", "flagged", "evidence"} for f in findings)
+    assert len(findings) == 8 and all(set(f) == {"check", "flagged", "evidence"} for f in findings)
     assert fired(findings) == set(), robustness.format_findings(findings)
     _, (x, y) = blobs
     assert np.mean(np.argmax(plain(x), 1) == y) > 0.7  # it learned something: the checks had work
     white_box = next(f["evidence"] for f in findings if f["check"] == "iterative-vs-single-step")
     assert "APGD-CE 100.0 %" not in white_box  # and the attacks did succeed on some examples
     text = robustness.format_findings(findings, "plain")
-    assert text.startswith("plain: no gradient-masking check fired (7 checks).")
+    assert text.startswith("plain: no gradient-masking check fired (8 checks).")
 
 
 def test_a_model_that_rounds_its_input_fires(plain, blobs):
@@ -94,3 +94,23 @@ def test_measured_accuracies_are_compared_not_recomputed():
     missing = robustness.check_weaker_than_white_box("transfer-vs-white-box", robustness.TRANSFER,
                                                      {"FGSM": 50.0}, tol)
     assert not missing["flagged"] and missing["evidence"].startswith("not run")
+
+
+def test_fgsm_above_clean_accuracy_fires_but_a_dip_and_rise_below_it_does_not():
+    # The FGSM curves of our CIFAR-10 seed-0 evidence runs (eps 0 .. 0.3, 500 test images): the
+    # FGSM-trained model (trained at eps 0.2) and the undefended baseline.
+    tol = robustness.tolerance(500)
+    grid = [0.0, 0.02, 0.05, 0.1, 0.2, 0.3]
+    trained = robustness.check_single_step_above_clean(
+        {"FGSM": (grid, [60.6, 1.4, 1.6, 38.4, 84.8, 69.4])}, 60.6, tol)
+    assert trained["flagged"]
+    assert trained["evidence"].startswith("FGSM 84.8 % at eps 0.2, FGSM 69.4 % at eps 0.3 against 60.6 % clean")
+    # The baseline's FGSM accuracy rises from 0.8 to 9.2 % (large steps overshoot): not flagged,
+    # though the accuracy-vs-eps rule would flag it.
+    baseline = {"FGSM": (grid, [63.4, 1.4, 0.8, 2.2, 8.0, 9.2])}
+    plain = robustness.check_single_step_above_clean(baseline, 63.4, tol)
+    assert not plain["flagged"] and "at most 9.2 %" in plain["evidence"]
+    assert robustness.check_accuracy_vs_eps(baseline, tol)["flagged"]
+    # Within the noise of the clean accuracy: not flagged.
+    assert not robustness.check_single_step_above_clean({"FGSM": ([0.0, 0.1], [60.0, 60.8])}, 60.0, tol)["flagged"]
+    assert robustness.check_single_step_above_clean({}, 60.0, tol)["evidence"].startswith("not run")

@@ -74,3 +74,17 @@ def test_trainer_errors_are_one_line(tmp_path, capsys):
         flags.run_cli(defense.main, ["--evaluate", str(tmp_path / "nothing"), *TINY])
     assert "no saved model" in capsys.readouterr().err
 
+
+
+def test_default_eps_grid_and_fgsm_training_eps_follow_the_pixel_scale():
+    from great_tf.defense.runs import unit
+
+    # The defaults are fractions of the full range, whatever scale the flags are on.
+    on_255 = defense.parse_args(["--pixel-scale", "255", "--eps", "8"])
+    on_1 = defense.parse_args([])
+    assert on_1.eps_grid == list(defense.EPS_GRID) and on_1.fgsm_train_eps == 0.2
+    assert [unit(e, on_255) for e in on_255.eps_grid] == pytest.approx(on_1.eps_grid)
+    assert unit(on_255.fgsm_train_eps, on_255) == pytest.approx(0.2)
+    # Given flags are taken as they are, on the stated scale.
+    given = defense.parse_args(["--pixel-scale", "255", "--eps-grid", "0", "8", "--fgsm-train-eps", "8"])
+    assert given.eps_grid == [0.0, 8.0] and given.fgsm_train_eps == 8.0

@@ -87,10 +87,11 @@ def toy(logdir, *extra):
 
 def test_methods_and_the_single_task_baselines_over_two_seeds(tmp_path, toy_benchmark):
     # --method all is every registered method and the baselines; each method trains on its own in
-    # tests/test_mtl_methods.py, so two seeds of three of them are enough here.
+    # tests/test_mtl_methods.py, so two seeds of GREAT and of PCGrad (whose task order has a
+    # seed of its own) are enough here.
     assert set(experiment.selected_methods("all")) == {"single", *mtl.available_methods()}
-    rows = toy(tmp_path, "--methods", "single,equal,great,pcgrad", "--seeds", "2")
-    methods = {"single", "equal", "great", "pcgrad"}
+    rows = toy(tmp_path, "--methods", "single,great,pcgrad", "--seeds", "2")
+    methods = {"single", "great", "pcgrad"}
     assert {r["method"] for r in rows} == methods and len(rows) == len(methods)
     deltas = [r[report.DELTA_M] for r in rows]
     assert deltas == sorted(deltas, reverse=True)  # best first

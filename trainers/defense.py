@@ -79,16 +79,24 @@ def parse_args(argv=None):
                         help="APGD-T target classes, capped at classes - 1 (preset: 3 small, 9 paper)")
     parser.add_argument("--square-queries", type=flags.positive_int,
                         help="Square attack queries (preset: 500 small, 5000 paper as AutoAttack)")
-    parser.add_argument("--eps-grid", type=float, nargs="+", default=list(EPS_GRID),
-                        help="eps values of the accuracy-against-eps plot (pixel scale as --eps)")
+    parser.add_argument("--eps-grid", type=float, nargs="+",
+                        help="eps values of the accuracy-against-eps plot (pixel scale as --eps; "
+                        "default 0, 0.02, 0.05, 0.1, 0.2, 0.3 of the full range)")
     parser.add_argument("--alpha-max", type=float, default=ALPHA_MAX)
     parser.add_argument("--beta-max", type=float, help="default: 2 cifar10 and other colour sets, 10 svhn_cropped, mnist and other grayscale sets")
-    parser.add_argument("--fgsm-train-eps", type=float, default=FGSM_TRAIN_EPS,
-                        help="FGSM eps of adversarial training (pixel scale as --eps; paper 0.2)")
+    parser.add_argument("--fgsm-train-eps", type=float,
+                        help="FGSM eps of adversarial training (pixel scale as --eps; default the "
+                        "paper's 0.2 of the full range)")
     parser.add_argument("--surrogate", help="undefended model.keras for the transfer attack "
                         "(default: the baseline run in --logdir, if there is one)")
     args = flags.apply_preset(parser.parse_args(argv), PRESETS)
     args.logdir = args.logdir or os.path.join("runs", "defense", args.dataset)
+    # The defaults are fractions of the full range: on --pixel-scale 255 they scale with it
+    # (else 0.2 would mean 0.2/255).
+    if args.eps_grid is None:
+        args.eps_grid = [e * args.pixel_scale for e in EPS_GRID]
+    if args.fgsm_train_eps is None:
+        args.fgsm_train_eps = FGSM_TRAIN_EPS * args.pixel_scale
     return args
 
 
