@@ -75,7 +75,6 @@ def test_trainer_errors_are_one_line(tmp_path, capsys):
     assert "no saved model" in capsys.readouterr().err
 
 
-
 def test_default_eps_grid_and_fgsm_training_eps_follow_the_pixel_scale():
     from great_tf.defense.runs import unit
 

@@ -207,13 +207,14 @@ def plot_frontier(rows, base, limit, path, args):
 def main(argv=None):
     import keras_tuner as kt
 
+    from great_tf.defense import FGSM_TRAIN_EPS
     from great_tf.defense.runs import check_args
 
     args = parse_args(argv)
     flags.setup_runtime(args)
     check_args(args)
     if args.fgsm_train_eps is None:
-        args.fgsm_train_eps = 0.2 * args.pixel_scale
+        args.fgsm_train_eps = FGSM_TRAIN_EPS * args.pixel_scale
     train, val = load(args)
     base = baseline_clean(args, train, val)
     limit = base["val clean %"] - args.clean_drop
