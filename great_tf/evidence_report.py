@@ -355,14 +355,16 @@ def plot_curves(found, dataset, figures_dir):
 # -- curves over training -----------------------------------------------------------------------------
 
 def epoch_series(run_dirs, tag, scale=1.0, first=1):
-    """(epochs, mean over the runs) of a scalar TensorBoard tag, over the epochs every run has;
-    None if no run has it. Keras logs epoch k at step k - 1, hence `first` 1; a tag logged before
-    training too (the GAL statistics) starts at 0."""
+    """(epochs, mean over the finished runs) of a scalar TensorBoard tag, over the epochs every
+    such run has; None if none has it. A run still training (no result.json yet) is left out, as
+    in the tables: it would cut every curve to its epochs. Keras logs epoch k at step k - 1, hence
+    `first` 1; a tag logged before training too (the GAL statistics) starts at 0."""
     from great_tf.summaries import read_events
 
     series = []
     for run_dir in run_dirs:
-        events = read_events(run_dir).get(tag) if os.path.isdir(run_dir) else None
+        finished = os.path.exists(os.path.join(run_dir, "result.json"))
+        events = read_events(run_dir).get(tag) if finished else None
         if events:
             series.append([float(v) * scale for _, v in sorted(events, key=lambda e: e[0])])
     if not series:
@@ -384,16 +386,12 @@ def curve_panels(lines_by_label, panels):
 
 
 def defense_training_figure(root, dataset, seeds, figures_dir):
-    from great_tf.reporting import plot_panels
-
     runs_by_mode = {MODE_LABELS[m]: [os.path.join(evidence.defense_dir(root, dataset, s), m) for s in range(seeds)]
                     for m in MODE_LABELS}
     panels = curve_panels(runs_by_mode, [("training accuracy % (training mode)", "train/epoch_accuracy", 100.0),
                                          ("test accuracy % (clean)", "validation/epoch_accuracy", 100.0)])
-    if not panels:
-        return None
-    return plot_panels(panels, os.path.join(figures_dir, f"defense_{dataset}_training.png"),
-                       f"{dataset}: accuracy over training (mean over seeds)", "epoch", "%")
+    return figure_if_any(panels, figures_dir, f"defense_{dataset}_training.png",
+                         f"{dataset}: accuracy over training (mean over seeds)", "epoch", "%")
 
 
 MTL_CURVES = [("class error %", "validation/epoch_class_error", 1.0),
@@ -404,14 +402,9 @@ MTL_CURVES = [("class error %", "validation/epoch_class_error", 1.0),
 
 def mtl_figures(root, seeds, methods, figures_dir):
     """Test metrics over training per method, and GREAT's GAL statistics over training."""
-    from great_tf.reporting import plot_panels
-
-    written = []
     runs_by_method = {m: [os.path.join(evidence.mtl_dir(root, s), m) for s in range(seeds)] for m in methods}
-    panels = curve_panels(runs_by_method, MTL_CURVES)
-    if panels:
-        written.append(plot_panels(panels, os.path.join(figures_dir, "mtl_training.png"),
-                                   "Noisy CIFAR-10: test metrics over training (mean over seeds)", "epoch", ""))
+    training = figure_if_any(curve_panels(runs_by_method, MTL_CURVES), figures_dir, "mtl_training.png",
+                             "Noisy CIFAR-10: test metrics over training (mean over seeds)", "epoch", "")
     great = {"GREAT": [os.path.join(evidence.mtl_dir(root, s), "great") for s in range(seeds)]}
     gal_panels = {}
     for task in ("class", "colour", "edges", "auto"):
@@ -419,11 +412,55 @@ def mtl_figures(root, seeds, methods, figures_dir):
             series = epoch_series(great["GREAT"], f"great/gal/{task}/{stat}", first=0)
             if series:
                 gal_panels.setdefault(f"GAL {task}", {})[stat] = series
-    if gal_panels:
-        written.append(plot_panels(gal_panels, os.path.join(figures_dir, "mtl_gal.png"),
-                                   "GREAT: gradient-alignment layer gamma over training (mean over seeds)",
-                                   "epoch (0: initial)", "gamma"))
-    return written
+    return [training, figure_if_any(gal_panels, figures_dir, "mtl_gal.png",
+                                    "GREAT: gradient-alignment layer gamma over training (mean over seeds)",
+                                    "epoch (0: initial)", "gamma")]
+
+
+def distill_figures(root, seeds, figures_dir):
+    """Per regime: test accuracy over training per method; the student's input gradient against
+    the teacher's (cosine and norm, on the fixed probe batch) per method; and GREAT's
+    discriminator accuracy on each side's gradients (how clearly it tells them apart)."""
+    from great_tf.distill import METHOD_NAMES
+    from great_tf.distill.experiment import REGIMES, regime_name
+
+    def run_dirs(fraction, method):
+        return [os.path.join(evidence.distill_dir(root, s), f"cnn5_{regime_name(fraction)}", method)
+                for s in range(seeds)]
+
+    accuracy, gradients, discriminator = {}, {}, {}
+    for fraction in REGIMES:
+        regime = f"{'dense' if fraction == 1.0 else 'sparse'} ({fraction:.0%})"
+        # The probe summaries are logged before training (step 0) and after every epoch.
+        for title, tag, scale, first, into in (
+                ("test accuracy %", "validation/epoch_accuracy", 100.0, 1, accuracy),
+                ("cosine(student, teacher) of the input gradients", "great/input_gradient_cosine/student_teacher",
+                 1.0, 0, gradients),
+                ("student input-gradient norm", "great/input_gradient_norm/student", 1.0, 0, gradients)):
+            for method, label in METHOD_NAMES.items():
+                series = epoch_series(run_dirs(fraction, method), tag, scale, first)
+                if series:
+                    into.setdefault(f"{regime}: {title}", {})[label] = series
+        for side in ("teacher", "student"):
+            series = epoch_series(run_dirs(fraction, "great"), f"great/discriminator_accuracy/{side}", 100.0, 0)
+            if series:
+                discriminator.setdefault(f"{regime}", {})[f"on {side} gradients"] = series
+    return [
+        figure_if_any(accuracy, figures_dir, "distill_training.png",
+                      "CNN-5 students: test accuracy over training (mean over seeds)", "epoch", "%"),
+        figure_if_any(gradients, figures_dir, "distill_gradients.png",
+                      "Student against teacher input gradients on a fixed probe batch (mean over seeds)",
+                      "epoch (0: before training)", ""),
+        figure_if_any(discriminator, figures_dir, "distill_discriminator.png",
+                      "GREAT: discriminator accuracy % on input gradients (mean over seeds)",
+                      "epoch (0: before training)", "%", ylim=(0, 101)),
+    ]
+
+
+def figure_if_any(panels, figures_dir, name, title, xlabel, ylabel, ylim=None):
+    from great_tf.reporting import plot_panels
+
+    return plot_panels(panels, os.path.join(figures_dir, name), title, xlabel, ylabel, ylim) if panels else None
 
 
 def figure_lines(paths, figures_dir):
@@ -520,6 +557,7 @@ def write_report(root, seeds, stem):
         *([discussion, ""] if discussion else []),
         "## Adversarial defense", "", *sections,
         "## Knowledge distillation", "", *distill_section(distill),
+        *figure_lines(distill_figures(root, seeds, figures_dir), figures_dir),
         "## Multi-task learning", "", *mtl_section(mtl, directions),
         *figure_lines(mtl_figures(root, seeds, sorted({r["method"] for r in mtl} - {"single"}), figures_dir),
                       figures_dir),

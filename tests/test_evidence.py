@@ -194,13 +194,15 @@ def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
     import tensorflow as tf
 
     runs = []
-    for seed, values in enumerate(([0.1, 0.2, 0.3], [0.3, 0.4])):
+    for seed, values in enumerate(([0.1, 0.2, 0.3], [0.3, 0.4], [0.9])):
         run = tmp_path / f"seed{seed}" / "great+ce"
         writer = tf.summary.create_file_writer(str(run / "validation"))
         with writer.as_default():
             for epoch, value in enumerate(values):
                 tf.summary.scalar("epoch_accuracy", value, step=epoch)
         writer.close()
+        if seed < 2:  # seed 2 is still training: no result yet
+            write_result(str(run), {"method": "great+ce"})
         runs.append(str(run))
     epochs, mean = report.epoch_series(runs, "validation/epoch_accuracy", scale=100.0)
     assert epochs == [1, 2]
@@ -211,6 +213,37 @@ def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
     assert list(panels) == ["test"] and list(panels["test"]) == ["GRE(AT+CE)"]
     # A tag logged before training as well (GAL statistics: step 0 is the initial value).
     assert report.epoch_series(runs, "validation/epoch_accuracy", first=0)[0] == [0, 1]
+
+
+def write_scalars(folder, tag, values, first=0):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(folder)
+    with writer.as_default():
+        for step, value in enumerate(values, start=first):
+            tf.summary.scalar(tag, value, step=step)
+    writer.close()
+
+
+def test_distillation_figures_show_accuracy_gradients_and_the_discriminator(tmp_path):
+    root = str(tmp_path / "runs")
+    for seed in range(2):
+        for method in ("baseline", "great"):
+            run = os.path.join(evidence.distill_dir(root, seed), "cnn5_100pct", method)
+            write_result(run, {"method": method, "fraction": 1.0, "test accuracy": 50.0})
+            write_scalars(os.path.join(run, "validation"), "epoch_accuracy", [0.3, 0.5])
+            write_scalars(os.path.join(run, "great"), "input_gradient_cosine/student_teacher", [0.0, 0.1, 0.2])
+            if method == "great":
+                write_scalars(os.path.join(run, "great"), "discriminator_accuracy/student", [0.5, 1.0, 1.0])
+    figures = str(tmp_path / "docs" / "figures")
+    paths = report.distill_figures(root, 2, figures)
+    assert [os.path.basename(p) for p in paths] == ["distill_training.png", "distill_gradients.png",
+                                                    "distill_discriminator.png"]
+    assert all(os.path.getsize(p) > 0 for p in paths)
+    # Without any finished run there is no figure (and no empty one).
+    assert report.distill_figures(str(tmp_path / "none"), 2, figures) == [None, None, None]
+    text = report.write_report(root, 2, str(tmp_path / "docs" / "results"))
+    assert "![distill_discriminator.png](figures/distill_discriminator.png)" in text
 
 
 def test_a_dozen_methods_get_distinct_line_styles_and_one_legend(tmp_path):
