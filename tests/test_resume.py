@@ -7,6 +7,7 @@ streams and the data position included) and the table must be equal, bit for bit
 its epochs below the data (`--steps-per-epoch 2` of 5 batches, so a data epoch spans 2.5 training
 epochs) and the defense, distillation and tuning runs augment their batches. One more run resumes
 from a corrupted newest checkpoint, falling back to the previous one, and must still be equal.
+The uninterrupted multi-task run also shows what a trainer prints into a file or pipe by default.
 Each chain of processes runs concurrently with the others (they are independent), so that the
 module costs about two process lifetimes of wall time.
 
@@ -103,8 +104,8 @@ def kill_after_first_checkpoint(module, args, log, pattern, rng, timeout=600):
 # -- the chains -----------------------------------------------------------------------------------
 
 def mtl_args(logdir):
-    return ["--logdir", logdir, "--method", "great", "--width", "2", "--eval-limit", "16",
-            "--verbose", "2", *CAPPED]
+    # No --verbose: the default into a file (not a terminal) must be one line per epoch.
+    return ["--logdir", logdir, "--method", "great", "--width", "2", "--eval-limit", "16", *CAPPED]
 
 
 def defense_args(logdir):
@@ -150,8 +151,8 @@ def chain(name, base, teacher, rng):
                                                    first, rng)
         resumed = pool.submit(run, module, make_args(killed, teacher) + ([resume] if resume else []),
                               killed + ".resume.log")
-        reference.result()
-        outcome = {"delay": delay, "alive": alive, "resume_log": resumed.result(),
+        outcome = {"delay": delay, "alive": alive, "straight_log": reference.result(),
+                   "resume_log": resumed.result(),
                    "straight": straight, "killed": killed}
         if name == "mtl":
             outcome["fallback_log"] = resume_from_corrupted_checkpoint(module, make_args, straight,
@@ -244,6 +245,13 @@ def test_a_trainer_killed_at_a_random_moment_resumes_to_the_uninterrupted_result
     # The SIGKILLed run could not release its lock: the resumed run takes it over.
     assert "taking over the lock of" in log and "no longer running" in log
     assert_same_run(name, outcome)
+
+
+def test_a_trainer_writing_into_a_file_prints_one_line_per_epoch(chains):
+    log = chains["mtl"]["straight_log"]
+    epochs = [line for line in log.splitlines() if line.startswith("2/2 - ")]
+    assert len(epochs) == 4, log[-3000:]
+    assert "\x1b" not in log and "\r" not in log
 
 
 def test_a_tuning_sweep_killed_in_a_trial_resumes_to_the_uninterrupted_trials(chains):

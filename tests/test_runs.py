@@ -176,16 +176,6 @@ def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_into_a_file():
     assert runs.progress_verbosity(0, Terminal()) == 0
 
 
-def test_a_trainer_into_a_pipe_prints_one_line_per_epoch(tmp_path, cache_dir):
-    result = cli("trainers.mtl", "--logdir", str(tmp_path / "run"), "--method", "equal", "--width", "2",
-                 "--batch-size", "8", "--train-limit", "16", "--eval-limit", "8", "--epochs", "2",
-                 "--steps-per-epoch", "1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    epochs = [line for line in result.stdout.splitlines() if line.startswith("1/1 - ")]
-    assert len(epochs) == 2, result.stdout[-3000:]
-    assert "\x1b" not in result.stdout and "\r" not in result.stdout
-
-
 def test_a_run_that_fails_before_writing_anything_leaves_no_folder_behind(tmp_path):
     logdir = tmp_path / "new" / "runs"
     result = cli("trainers.mtl", "--logdir", str(logdir), "--method", "equal", "--data-dir",
