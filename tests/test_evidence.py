@@ -26,6 +26,16 @@ def write_result(folder, result):
         json.dump(result, f)
 
 
+def write_scalars(folder, tag, values, first=0):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(folder)
+    with writer.as_default():
+        for step, value in enumerate(values, start=first):
+            tf.summary.scalar(tag, value, step=step)
+    writer.close()
+
+
 def test_stages_run_seed_major_and_parse_as_their_trainers(tmp_path):
     stages = evidence.stages(str(tmp_path), seeds=2)
     names = [s.name for s in stages]
@@ -191,16 +201,10 @@ def test_report_from_result_files(tmp_path):
 
 
 def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
-    import tensorflow as tf
-
     runs = []
     for seed, values in enumerate(([0.1, 0.2, 0.3], [0.3, 0.4], [0.9])):
         run = tmp_path / f"seed{seed}" / "great+ce"
-        writer = tf.summary.create_file_writer(str(run / "validation"))
-        with writer.as_default():
-            for epoch, value in enumerate(values):
-                tf.summary.scalar("epoch_accuracy", value, step=epoch)
-        writer.close()
+        write_scalars(str(run / "validation"), "epoch_accuracy", values)
         if seed < 2:  # seed 2 is still training: no result yet
             write_result(str(run), {"method": "great+ce"})
         runs.append(str(run))
@@ -213,16 +217,6 @@ def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
     assert list(panels) == ["test"] and list(panels["test"]) == ["GRE(AT+CE)"]
     # A tag logged before training as well (GAL statistics: step 0 is the initial value).
     assert report.epoch_series(runs, "validation/epoch_accuracy", first=0)[0] == [0, 1]
-
-
-def write_scalars(folder, tag, values, first=0):
-    import tensorflow as tf
-
-    writer = tf.summary.create_file_writer(folder)
-    with writer.as_default():
-        for step, value in enumerate(values, start=first):
-            tf.summary.scalar(tag, value, step=step)
-    writer.close()
 
 
 def test_distillation_figures_show_accuracy_gradients_and_the_discriminator(tmp_path):
