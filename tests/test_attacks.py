@@ -104,6 +104,20 @@ def test_batched_equals_one_batch(model, data):
     np.testing.assert_allclose(pieces, whole, atol=1e-6)
 
 
+def test_targeted_and_untargeted_attacks_of_one_model_share_a_trace(data):
+    """Only the model and the shapes make an attack retrace, not its direction: the evaluation
+    attacks each model untargeted and targeted, and TensorFlow warned of "frequent retracing"."""
+    from great_tf.attacks.iterative_fgsm import iterate
+
+    x, y = data
+    model = dense_model(int(np.prod(x.shape[1:])), classes=5)
+    flat = x.reshape(len(x), -1)
+    attacks.iterative_fgsm(model, flat, 0.05, y=y, nb_iter=2)
+    attacks.iterative_fgsm(model, flat, 0.05, y=(y + 1) % 5, targeted=True, nb_iter=2)
+    attacks.iterative_fgsm(model, flat, 0.1, y=y, nb_iter=3, eps_iter=0.01)
+    assert iterate.compiled_for(model).experimental_get_tracing_count() == 1
+
+
 def test_bad_arguments_are_one_line_errors(model, data):
     x, y = data
     with pytest.raises(GreatError, match="eps must be"):

@@ -52,6 +52,8 @@ def compiled_per_model(python_fn):
             except TypeError:
                 pass
         return compiled(model_fn, *args)
+
+    call.compiled_for = functions.get  # the compiled function of a model (None before its first call)
     return call
 
 
@@ -140,8 +142,9 @@ def attack_labels(model_fn, x, y, targeted):
 
 
 def direction(targeted):
-    # Non-targeted: ascend the loss of y. Targeted: descend the loss of the target.
-    return -1.0 if targeted else 1.0
+    # Non-targeted: ascend the loss of y. Targeted: descend the loss of the target. A tensor, not a
+    # Python float, so that the targeted and untargeted attacks share one trace.
+    return tf.constant(-1.0 if targeted else 1.0, tf.float32)
 
 
 def random_wrong_labels(y, num_classes, seed=0):
