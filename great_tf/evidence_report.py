@@ -534,6 +534,8 @@ def claims_section(claims):
 
 def write_report(root, seeds, stem):
     """Writes `<stem>.md` (and `<stem>.json` with every per-seed row); returns the Markdown."""
+    from great_tf.sweep_claims import sweep_claims  # it reads this module's verdicts
+
     figures_dir = os.path.join(os.path.dirname(os.path.abspath(stem)), "figures")
     sections, claims, data = [], [], {}
     for dataset, source in (("cifar10", "Table 1"), ("mnist", "Table 1's claims on MNIST")):
@@ -545,7 +547,7 @@ def write_report(root, seeds, stem):
                                      paper_gaps=dataset == "cifar10")
     mtl, directions = mtl_rows(root, seeds)
     distill = distill_rows(root, seeds)
-    claims += distill_claims(distill) + mtl_claims(mtl)
+    claims += distill_claims(distill) + mtl_claims(mtl) + sweep_claims(root, distill)
     data.update(mtl=mtl, distill=distill)
     discussion = read_text(f"{stem}_discussion.md")
     text = "\n".join([

@@ -274,3 +274,80 @@ def test_a_campaign_started_from_a_background_script_still_stops_cleanly_on_sign
     out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
                          timeout=60).stdout
     assert out.split("\n")[:3] == ["child ignores SIGINT: False", "stopped by SIGINT", "stopped by SIGTERM"]
+
+
+# -- the claims the sweeps decide ----------------------------------------------------------------
+
+def write_distill_sweep(root, regime, scores):
+    """A distillation sweep's trial table as tuning.distill writes it; `scores` is
+    {(method, hyperparameters as a tuple of pairs): validation %}."""
+    from great_tf.reporting import write_table
+
+    rows = [{"method": m, "trial": n, **dict(hp), "val %": v, "test %": v}
+            for n, ((m, hp), v) in enumerate(scores.items(), start=1)]
+    write_table(rows, ["method", "trial", "alpha", "temperature", "val %", "test %"],
+                os.path.join(evidence.sweep_dir(root), f"sweep_cnn5_{regime}_trials"))
+
+
+def distill_seed_rows(std):
+    """Three seeds per method and regime whose sample std is `std`."""
+    return [{"method": m, "regime": r, "seed": k, "test accuracy": 50.0 + std * (k - 1)}
+            for m in ("great", "distill") for r in ("100pct", "5pct") for k in range(3)]
+
+
+def transfer_claim(root, rows):
+    from great_tf.sweep_claims import distill_transfer_claim
+
+    return distill_transfer_claim(root, rows)
+
+
+def test_the_transfer_claim_compares_each_settings_cost_in_the_other_regime_with_seed_noise(tmp_path):
+    root = str(tmp_path)
+    a = lambda v: (("alpha", v),)  # noqa: E731
+    at = lambda v, t: (("alpha", v), ("temperature", t))  # noqa: E731
+    rows = distill_seed_rows(std=1.0)  # noise: 2 std = 2 points
+    assert transfer_claim(root, rows)[3] == report.UNDECIDED
+    # GREAT: alpha 0.1 best in both regimes. Hinton: (0.1, 20) best dense, (0.99, 20) best sparse;
+    # carrying each to the other regime costs 70 - 60 and 45 - 40: 7.5 points on average.
+    write_distill_sweep(root, "100pct", {("great", a(0.1)): 70.0, ("great", a(0.5)): 65.0,
+                                         ("distill", at(0.1, 20)): 70.0, ("distill", at(0.99, 20)): 60.0})
+    assert transfer_claim(root, rows)[3] == report.UNDECIDED  # the sparse sweep has not run
+    write_distill_sweep(root, "5pct", {("great", a(0.1)): 40.0, ("great", a(0.5)): 39.0,
+                                       ("distill", at(0.1, 20)): 40.0, ("distill", at(0.99, 20)): 45.0})
+    _, _, measured, result = transfer_claim(root, rows)
+    assert result == report.HOLDS
+    assert "transfer cost 0.00 points against a noise of 2.00" in measured
+    assert "transfer cost 7.50 points" in measured and "alpha 0.99, temperature 20 (sparse)" in measured
+    # Noisier seeds (2 std = 10 points) swallow Hinton's cost: its setting carries over as well.
+    assert transfer_claim(root, distill_seed_rows(std=5.0))[3] == report.FAILS
+    # GREAT's best alpha moves and costs 3 points each way: it does not carry over either.
+    write_distill_sweep(root, "5pct", {("great", a(0.1)): 36.0, ("great", a(0.5)): 39.0,
+                                       ("distill", at(0.1, 20)): 40.0, ("distill", at(0.99, 20)): 45.0})
+    write_distill_sweep(root, "100pct", {("great", a(0.1)): 70.0, ("great", a(0.5)): 67.0,
+                                         ("distill", at(0.1, 20)): 70.0, ("distill", at(0.99, 20)): 60.0})
+    _, _, measured, result = transfer_claim(root, rows)
+    assert result == report.FAILS and "GREAT: best alpha 0.1 (dense), alpha 0.5 (sparse); transfer cost 3.00" in measured
+
+
+def test_the_robust_setting_claim_weighs_the_best_feasible_trial_against_the_attacks_noise(tmp_path):
+    from great_tf.reporting import write_table
+    from great_tf.sweep_claims import robust_setting_claim
+
+    root = str(tmp_path)
+    folder = evidence.defense_sweep_dir(root, "mnist")
+
+    def sweep(*trials):
+        rows = tuning_defense.trial_rows([(n, {"alpha_max": 1.0, "beta_max": b}, {
+            "val_clean": clean, "val_aa": aa, "objective": aa}) for n, (b, clean, aa) in enumerate(trials, 1)],
+            limit=97.0)
+        write_table(rows, tuning_defense.COLUMNS, os.path.join(folder, "sweep_great+ce"))
+        return robust_setting_claim(root, "mnist")
+
+    assert sweep((2.0, 98.0, 10.0))[3] == report.UNDECIDED  # no baseline yet
+    write_result(os.path.join(folder, "baseline"), {"val clean %": 99.0, "val AA %": 10.0, "attacked images": 400})
+    # Binomial noise of AA 20 % against 10 % on 400 images: 2 * 100 * sqrt((.16 + .09) / 400) = 5.
+    _, _, measured, result = sweep((2.0, 98.0, 20.0), (10.0, 90.0, 60.0))
+    assert result == report.HOLDS and "beta_max 2, AA 20.00 % vs baseline 10.00 %; gain +10.00" in measured
+    assert "2 std errors (400 images) 5.00" in measured and "best of 1 feasible (of 2)" in measured
+    assert sweep((2.0, 98.0, 13.0))[3] == report.SPREAD
+    assert sweep((10.0, 90.0, 60.0))[3] == report.FAILS  # robust, but 9 clean points below

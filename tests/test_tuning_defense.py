@@ -35,6 +35,7 @@ def test_two_trial_sweep_end_to_end_and_resumed(tmp_path, monkeypatch):
     assert sorted(r["beta_max"] for r in rows) == [0.5, 10.0]
     base = json.loads((tmp_path / "sweep" / "baseline" / "result.json").read_text())
     limit = base["val clean %"] - 2.0
+    assert base["attacked images"] == 4  # --attack-limit: the noise of the sweep's claim
     for r in rows:
         assert r["feasible"] == (r["val clean %"] >= limit)
         assert r["objective"] == pytest.approx(r["val AA %"] - (0.0 if r["feasible"] else 100.0))

@@ -120,7 +120,8 @@ def baseline_clean(args, train, val):
         print("training the baseline the constraint is measured against...", flush=True)
         model = build_model("baseline", args, train, 0.0, 0.0)
         clean, aa = fit_and_score(model, args, train, val, run_dir, {})
-        done = {"val clean %": float(clean), "val AA %": float(aa)}
+        done = {"val clean %": float(clean), "val AA %": float(aa),
+                "attacked images": min(args.attack_limit or len(val[1]), len(val[1]))}
         flags.save_result(run_dir, done)
     return done
 
