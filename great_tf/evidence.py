@@ -12,6 +12,7 @@ import dataclasses
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -194,7 +195,46 @@ def print_stages(root, selected):
         seconds = entry.get("seconds")
         took = f" ({seconds / 60:.1f} min)" if seconds else ""
         print(f"{stage.name:24s} {stage_status(entry)}{took}\n    {stage.shell()}")
+    print(progress_line(state, selected))
     return selected
+
+
+def stage_kind(name):
+    """The stage's name with its seed left out: the seeds of one experiment take about as long."""
+    return re.sub(r"/seed\d+", "/seed*", name)
+
+
+def minutes_left(state, selected):
+    """(estimated minutes left, names of unfinished stages with no finished stage of their kind):
+    each unfinished stage takes the mean time of the finished stages of its kind, less what it
+    has already spent."""
+    done = {}
+    for name, entry in state.items():
+        if entry.get("status") == "done" and entry.get("seconds"):
+            done.setdefault(stage_kind(name), []).append(entry["seconds"] / 60)
+    left, unknown = 0.0, []
+    for stage in selected:
+        entry = state.get(stage.name, {})
+        if entry.get("status") == "done":
+            continue
+        times = done.get(stage_kind(stage.name))
+        if not times:
+            unknown.append(stage.name)
+            continue
+        left += max(sum(times) / len(times) - entry.get("seconds", 0) / 60, 0.0)
+    return left, unknown
+
+
+def progress_line(state, selected):
+    finished = [s for s in selected if state.get(s.name, {}).get("status") == "done"]
+    spent = sum(state.get(s.name, {}).get("seconds", 0) for s in selected) / 3600
+    left, unknown = minutes_left(state, selected)
+    line = (f"{len(finished)} of {len(selected)} stages done, {spent:.1f} h spent; about "
+            f"{left / 60:.1f} h left from the times of finished stages of the same kind")
+    if unknown:
+        line += f", plus {len(unknown)} stage(s) of a kind not finished yet ({', '.join(unknown[:3])}"
+        line += ", ...)" if len(unknown) > 3 else ")"
+    return line
 
 
 # -- running ---------------------------------------------------------------------------------------

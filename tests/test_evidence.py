@@ -102,6 +102,22 @@ def test_run_stages_records_state_and_skips_what_is_done(tmp_path, capsys):
         assert f.read().count("$ ") == 2  # the log keeps both attempts
 
 
+def test_the_list_estimates_the_time_left_from_finished_stages_of_the_same_kind(tmp_path, capsys):
+    root = str(tmp_path)
+    for name, entry in {"mtl/seed0": {"status": "done", "seconds": 3600},
+                        "mtl/seed1": {"status": "done", "seconds": 1800},
+                        "mtl/seed2": {"status": "interrupted", "seconds": 600}}.items():
+        evidence.record(root, name, entry)
+    selected = [evidence.Stage(f"mtl/seed{k}", "trainers.mtl", ()) for k in range(4)]
+    selected.append(evidence.Stage("sweep-x", "tuning.x", ()))
+    # mtl takes 45 min a seed: seed 2 has 35 left, seed 3 all 45; the sweep has no estimate.
+    evidence.print_stages(root, selected)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == ("2 of 5 stages done, 1.7 h spent; about 1.3 h left from the times of finished "
+                    "stages of the same kind, plus 1 stage(s) of a kind not finished yet (sweep-x)")
+    assert evidence.stage_kind("defense-mnist/seed12/great/eps0.3") == "defense-mnist/seed*/great/eps0.3"
+
+
 def test_a_running_stage_records_its_time_as_it_goes(tmp_path, monkeypatch):
     """A hard kill (no chance to record the end) loses at most one heartbeat of a stage's time."""
     import threading

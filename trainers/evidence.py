@@ -1,7 +1,7 @@
 """The evidence runs of docs/results.md: every experiment at `--preset medium`, seed by seed.
 
     python -m trainers.evidence --root /work/runs/evidence            # run or continue everything
-    python -m trainers.evidence --root R --list                       # the commands, and their state
+    python -m trainers.evidence --root R --list                       # commands, state, time left
     python -m trainers.evidence --root R --only 'defense-*/seed0'     # some stages only
     python -m trainers.evidence --root R --report docs/results        # tables of what has finished
 
@@ -31,7 +31,8 @@ def main(argv=None):
     parser.add_argument("--only", action="append", metavar="PATTERN",
                         help="stages whose name matches this shell pattern (repeatable), e.g. "
                         "'defense-mnist/*' or '*/seed0'")
-    parser.add_argument("--list", action="store_true", help="print the stages and their state; run nothing")
+    parser.add_argument("--list", action="store_true",
+                        help="print the stages, their state and an estimate of the time left; run nothing")
     parser.add_argument("--rerun-failed", action="store_true",
                         help="run stages that failed before again (default: skip them)")
     parser.add_argument("--report", metavar="STEM",
