@@ -457,10 +457,12 @@ def distill_figures(root, seeds, figures_dir):
     ]
 
 
-def figure_if_any(panels, figures_dir, name, title, xlabel, ylabel, ylim=None):
+def figure_if_any(panels, figures_dir, name, title, xlabel, ylabel, ylim=None, xscale="linear"):
     from great_tf.reporting import plot_panels
 
-    return plot_panels(panels, os.path.join(figures_dir, name), title, xlabel, ylabel, ylim) if panels else None
+    if not panels:
+        return None
+    return plot_panels(panels, os.path.join(figures_dir, name), title, xlabel, ylabel, ylim, xscale)
 
 
 def figure_lines(paths, figures_dir):
@@ -494,18 +496,6 @@ def distill_section(rows):
     return lines
 
 
-def sweep_section(root):
-    """The sweeps' own tables, as they wrote them (the defense frontier, the distillation trials)."""
-    found = sorted(glob.glob(os.path.join(root, "tuning", "*", "*", "sweep_*.md"))
-                   + glob.glob(os.path.join(root, "tuning", "distill", "sweep_*.md")))
-    if not found:
-        return ["No sweep has finished yet.", ""]
-    lines = []
-    for path in found:
-        lines += [read_text(path).replace("\n## ", "\n### ").replace("## ", "### ", 1), ""]
-    return lines
-
-
 def machine_line():
     import platform
 
@@ -534,7 +524,7 @@ def claims_section(claims):
 
 def write_report(root, seeds, stem):
     """Writes `<stem>.md` (and `<stem>.json` with every per-seed row); returns the Markdown."""
-    from great_tf.sweep_claims import sweep_claims  # it reads this module's verdicts
+    from great_tf.sweep_report import sweep_claims, sweep_figure, sweep_section  # they read this module
 
     figures_dir = os.path.join(os.path.dirname(os.path.abspath(stem)), "figures")
     sections, claims, data = [], [], {}
@@ -564,6 +554,7 @@ def write_report(root, seeds, stem):
         *figure_lines(mtl_figures(root, seeds, sorted({r["method"] for r in mtl} - {"single"}), figures_dir),
                       figures_dir),
         "## Hyperparameter sweeps (keras-tuner)", "", *sweep_section(root),
+        *figure_lines([sweep_figure(root, figures_dir)], figures_dir),
         "## Commands and measured times", "", *timing_section(root),
     ])
     with open(f"{stem}.md", "w", encoding="utf-8") as f:

@@ -55,9 +55,10 @@ def plot_accuracy_vs_eps(curves, path, title, xlabel="eps"):
     return plot_panels(curves, path, title, xlabel, "test accuracy %", ylim=(0, 100))
 
 
-def plot_panels(panels, path, title, xlabel, ylabel, ylim=None):
+def plot_panels(panels, path, title, xlabel, ylabel, ylim=None, xscale="linear"):
     """One panel per key of `panels` ({panel: {line label: (x values, y values)}}), a line with
-    markers per label. Returns `path` (a PNG)."""
+    markers per label; `xscale` as matplotlib's ("log" for values spread over decades). Returns
+    `path` (a PNG)."""
     plt = _pyplot()
     labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
     styles = line_styles(labels)
@@ -68,6 +69,7 @@ def plot_panels(panels, path, title, xlabel, ylabel, ylim=None):
         for label, (x, y) in lines.items():
             ax.plot(x, y, markersize=3, label=label, **styles[label])
         ax.set_title(panel)
+        ax.set_xscale(xscale)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if ylim:

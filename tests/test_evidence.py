@@ -312,9 +312,24 @@ def distill_seed_rows(std):
 
 
 def transfer_claim(root, rows):
-    from great_tf.sweep_claims import distill_transfer_claim
+    from great_tf.sweep_report import distill_transfer_claim
 
     return distill_transfer_claim(root, rows)
+
+
+def test_the_distillation_sweeps_figure_has_a_line_per_temperature_and_method(tmp_path):
+    from great_tf.sweep_report import sweep_figure, sweep_lines, sweep_trials
+
+    root, figures = str(tmp_path), str(tmp_path / "figures")
+    assert sweep_figure(root, figures) is None
+    write_distill_sweep(root, "5pct", {("great", (("alpha", 0.5),)): 39.0, ("great", (("alpha", 0.1),)): 40.0,
+                                       ("distill", (("alpha", 0.99), ("temperature", 20.0))): 45.0,
+                                       ("distill", (("alpha", 0.1), ("temperature", 20.0))): 41.0,
+                                       ("distill", (("alpha", 0.1), ("temperature", 2.0))): 42.0})
+    assert sweep_lines(sweep_trials(root, "5pct")) == {
+        "GREAT": ([0.1, 0.5], [40.0, 39.0]), "Hinton T 20": ([0.1, 0.99], [41.0, 45.0]),
+        "Hinton T 2": ([0.1], [42.0])}
+    assert os.path.getsize(sweep_figure(root, figures)) > 0
 
 
 def test_the_transfer_claim_compares_each_settings_cost_in_the_other_regime_with_seed_noise(tmp_path):
@@ -347,7 +362,7 @@ def test_the_transfer_claim_compares_each_settings_cost_in_the_other_regime_with
 
 def test_the_robust_setting_claim_weighs_the_best_feasible_trial_against_the_attacks_noise(tmp_path):
     from great_tf.reporting import write_table
-    from great_tf.sweep_claims import robust_setting_claim
+    from great_tf.sweep_report import robust_setting_claim
 
     root = str(tmp_path)
     folder = evidence.defense_sweep_dir(root, "mnist")

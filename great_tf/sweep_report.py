@@ -1,4 +1,5 @@
-"""The claims of docs/results.md that the keras-tuner sweeps decide (docs/design.md#evidence).
+"""The keras-tuner sweeps' part of docs/results.md: their tables, a figure of the distillation
+sweeps, and the claims they decide (docs/design.md#evidence).
 
 A sweep is one run per setting, not several seeds, so its noise is taken from elsewhere:
 
@@ -18,11 +19,50 @@ import math
 import os
 
 from great_tf import evidence
-from great_tf.evidence_report import FAILS, HOLDS, SPREAD, UNDECIDED, read_json, values
+from great_tf.evidence_report import (FAILS, HOLDS, SPREAD, UNDECIDED, figure_if_any, read_json,
+                                      read_text, values)
 from great_tf.mtl.report import mean_and_std
 
 REGIMES = ("100pct", "5pct")
+REGIME_TITLES = {"100pct": "dense (100 %)", "5pct": "sparse (5 %)"}
 DISTILL_METHODS = {"great": "GREAT", "distill": "Hinton"}
+
+
+# -- the tables and the figure -----------------------------------------------------------------------
+
+def sweep_section(root):
+    """The sweeps' own tables, as they wrote them (the defense frontier, the distillation trials)."""
+    found = sorted(glob.glob(os.path.join(root, "tuning", "*", "*", "sweep_*.md"))
+                   + glob.glob(os.path.join(evidence.sweep_dir(root), "sweep_*.md")))
+    if not found:
+        return ["No sweep has finished yet.", ""]
+    lines = []
+    for path in found:
+        lines += [read_text(path).replace("\n## ", "\n### ").replace("## ", "### ", 1), ""]
+    return lines
+
+
+def sweep_lines(rows):
+    """{line label: (alphas, validation %)} of one regime's trials: one line per distillation
+    temperature, one for GREAT, one for Sobolev."""
+    names = {"great": "GREAT", "sobolev": "Sobolev"}
+    lines = {}
+    for row in sorted(rows, key=lambda r: r["alpha"]):
+        label = (f"Hinton T {row['temperature']:g}" if row["method"] == "distill"
+                 else names.get(row["method"], row["method"]))
+        alphas, scores = lines.setdefault(label, ([], []))
+        alphas.append(row["alpha"])
+        scores.append(row["val %"])
+    return lines
+
+
+def sweep_figure(root, figures_dir):
+    """docs/figures/distill_sweeps.png: validation accuracy against alpha in each regime, or None
+    before a distillation sweep has finished."""
+    panels = {REGIME_TITLES[r]: sweep_lines(rows) for r in REGIMES if (rows := sweep_trials(root, r))}
+    return figure_if_any(panels, figures_dir, "distill_sweeps.png",
+                         "Distillation sweeps: validation accuracy of each setting", "alpha",
+                         "validation accuracy %", xscale="log")
 
 
 # -- distillation: does a setting carry over to the other regime? ----------------------------------
