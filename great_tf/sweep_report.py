@@ -4,11 +4,12 @@ sweeps, and the claims they decide (docs/design.md#evidence).
 A sweep is one run per setting, not several seeds, so its noise is taken from elsewhere:
 
 - Distillation (Table 3's claim that GREAT's single alpha carries over to another regime while
-  distillation's T and alpha must be searched again). A method's *transfer cost* in a regime is
-  its best validation accuracy there minus the accuracy of the setting that was best in the other
-  regime; its transfer cost is the mean over the two regimes. A setting transfers if its cost is
-  within twice the method's seed std of the campaign's distillation runs (the noise of one run).
-  The claim holds if GREAT's setting transfers and distillation's does not.
+  distillation's T and alpha must be searched again). In each regime, a method loses its best
+  validation accuracy there minus the accuracy of the setting that was best in the other regime;
+  the method's *transfer cost* is that loss averaged over the two regimes. Its settings carry
+  over if the cost is within twice the method's seed std in the campaign's distillation runs (the
+  noise of one run). The claim holds if GREAT's carry over and distillation's do not; it does not
+  hold otherwise, including when both carry over (then nothing needs searching again).
 - Defense (GRE(AT+CE) buys robustness within 2 clean points of the baseline). The best feasible
   trial's AA accuracy against the baseline's, with the binomial standard error of the attacked
   images as the noise: it holds if the gain exceeds twice that.
