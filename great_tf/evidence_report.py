@@ -1,31 +1,21 @@
 """docs/results.md from the evidence campaign's runs (`great_tf.evidence`): every table as mean ±
 sample std over the finished seeds, the per-seed values beside it (.json), the figures, the
-measured times, and the claims table (docs/design.md#evidence).
+measured times, and the claims table (`great_tf.claims`; docs/design.md#evidence).
 
 Everything is read from the runs' own `result.json` files, so the report can be written at any
 moment of the campaign: a table says how many seeds it holds, and a claim with fewer than two
 seeds on either side is "cannot be decided yet".
-
-A claim is decided by comparing two methods' seed means against their spread: with d the
-difference of the means in the claimed direction and s = sqrt(s_a²/n_a + s_b²/n_b) from the sample
-standard deviations, the claim **holds** if d > 2s, **does not hold** if d < -2s, and is
-**within the spread** otherwise (Welch's statistic at about the 95 % level for many seeds; with
-3 seeds a loose rule, stated as such). Where the paper gives the size of its gap G, a claim whose
-interval lies wholly below it (d + 2s < G without d > 2s) also **does not hold**: the gap the paper
-reports is excluded at this scale, even where the direction is not.
 """
 
 import glob
 import json
-import math
 import os
 
 from great_tf import evidence
-from great_tf.mtl.report import DELTA_M, add_delta_m, cell, mean_and_std, summarize
+from great_tf.claims import findings_with_single_step_check, measured_claims, out_of_reach_claims
+from great_tf.mtl.report import DELTA_M, add_delta_m, cell, summarize
 from great_tf.reporting import markdown_table
 
-HOLDS, FAILS, SPREAD, UNDECIDED = ("holds", "does not hold", "within the spread",
-                                   "cannot be decided yet")
 DEFENSE_COLUMNS = ("Train", "No attack", "FGSM", "iFGSM", "FGSM Worst", "FGSM Random",
                    "iFGSM Worst", "iFGSM Random", "PGD", "Transfer iFGSM", "SPSA", "APGD-CE",
                    "APGD-T", "Square", "AA")
@@ -102,164 +92,6 @@ def distill_rows(root, seeds):
     return rows
 
 
-# -- deciding a claim --------------------------------------------------------------------------------
-
-def values(rows, method, column, **where):
-    return [r[column] for r in rows if r.get("method") == method and r.get(column) is not None
-            and all(r.get(k) == v for k, v in where.items())]
-
-
-def verdict(better, worse, paper_gap=None):
-    """(verdict, d, s): is the mean of `better` above the mean of `worse` beyond their spread, and
-    is the paper's gap still possible? (the rule of the module's docstring)."""
-    if len(better) < 2 or len(worse) < 2:
-        return UNDECIDED, None, None
-    (ma, sa), (mb, sb) = mean_and_std(better), mean_and_std(worse)
-    d = ma - mb
-    s = math.sqrt(sa ** 2 / len(better) + sb ** 2 / len(worse))
-    if d > 2 * s:
-        return HOLDS, d, s
-    if d < -2 * s or gap_excluded(d, s, paper_gap):
-        return FAILS, d, s
-    return SPREAD, d, s
-
-
-def gap_excluded(d, s, paper_gap):
-    return paper_gap is not None and d + 2 * s < paper_gap
-
-
-def summary_text(vals, fmt=".1f"):
-    mean, std = mean_and_std(vals)
-    if mean is None:
-        return "no run yet"
-    text = format(mean, fmt) + ("" if std is None else f" ± {format(std, fmt)}")
-    return f"{text} (n={len(vals)})"
-
-
-def comparison(rows, column, better, worse, sign=1.0, fmt=".1f", paper_gap=None, **where):
-    """(measured text, verdict) of "`better` has a higher `column` than `worse`" (sign -1: lower),
-    by at least `paper_gap` if given (in the claimed direction)."""
-    a, b = values(rows, better, column, **where), values(rows, worse, column, **where)
-    result, d, s = verdict([sign * v for v in a], [sign * v for v in b], paper_gap)
-    measured = f"{better} {summary_text(a, fmt)} vs {worse} {summary_text(b, fmt)}"
-    if d is not None:
-        measured += f"; d = {sign * d:+{fmt}}, 2s = {2 * s:{fmt}}"
-        if result == FAILS and d >= -2 * s:
-            measured += f" (the paper's gap, {paper_gap:{fmt}}, is excluded)"
-    return measured, result
-
-
-def best_of(rows, column, methods, candidate, sign=1.0, fmt=".1f", paper_gap=None, **where):
-    """(measured, verdict) of "`candidate` has the best `column` among `methods`": it holds if it
-    beats every other beyond the spread, does not hold if any other beats it beyond the spread or
-    if its lead over any other is below `paper_gap` (the paper's lead over its runner-up) beyond
-    the spread."""
-    results = [comparison(rows, column, candidate, m, sign, fmt, paper_gap, **where)
-               for m in methods if m != candidate]
-    verdicts = [v for _, v in results]
-    measured = "; ".join(f"{m} {summary_text(values(rows, m, column, **where), fmt)}" for m in methods)
-    if UNDECIDED in verdicts:
-        return measured, UNDECIDED
-    if FAILS in verdicts:
-        return measured, FAILS
-    return measured, HOLDS if all(v == HOLDS for v in verdicts) else SPREAD
-
-
-# -- the claims --------------------------------------------------------------------------------------
-
-def defense_claims(rows, dataset, paper_source, paper_gaps=True):
-    """The paper's defense claims (Table 1 and Sec. 3.1) on one data set's rows at its first eps;
-    with `paper_gaps` False (a data set the paper has no numbers for), their direction only."""
-    modes = list(MODE_LABELS)
-
-    def gap(paper_better, paper_worse):
-        return paper_better - paper_worse if paper_gaps else None
-
-    claims = [
-        (f"{paper_source}: GRE(AT+CE) is the best defense against iFGSM",
-         "77.04 (next: GREACE 72.40)",
-         *best_of(rows, "iFGSM", modes, "great+ce", paper_gap=gap(77.04, 72.40))),
-        (f"{paper_source}: GREACE alone is robust to iFGSM",
-         "72.40 vs baseline 1.99",
-         *comparison(rows, "iFGSM", "greace", "baseline", paper_gap=gap(72.40, 1.99))),
-        (f"{paper_source}: GREAT alone helps against single-step FGSM",
-         "47.51 vs baseline 32.75",
-         *comparison(rows, "FGSM", "great", "baseline", paper_gap=gap(47.51, 32.75))),
-        (f"{paper_source}: GRE(AT+CE) beats FGSM adversarial training on FGSM",
-         "81.28 vs 56.88", *comparison(rows, "FGSM", "great+ce", "adversarial", paper_gap=gap(81.28, 56.88))),
-        (f"{paper_source}: GRE(AT+CE) keeps clean accuracy (paper: 3.35 points below baseline)",
-         "89.97 vs 93.32", *clean_cost(rows)),
-        (f"{paper_source}: GREACE is a strong regularizer (lower training accuracy)",
-         "92.56 vs 99.97", *comparison(rows, "Train", "baseline", "greace", paper_gap=gap(99.97, 92.56))),
-        ("Not in the paper: GRE(AT+CE) stays more robust than the baseline under AutoAttack-style "
-         "attacks (APGD-CE, APGD-T, Square)", "not measured", *comparison(rows, "AA", "great+ce", "baseline")),
-        ("Not in the paper: GRE(AT+CE) under AA against FGSM adversarial training", "not measured",
-         *comparison(rows, "AA", "great+ce", "adversarial")),
-    ]
-    # Without numbers of its own for the data set, the paper column says where its numbers are from.
-    return [(f"{c} [{dataset}]", p if paper_gaps or p == "not measured" else f"CIFAR-10: {p}", m, v)
-            for c, p, m, v in claims]
-
-
-def clean_cost(rows, paper_drop=3.35):
-    """Holds if GRE(AT+CE)'s clean accuracy is no more than the paper's drop below the baseline's
-    (beyond the spread: the baseline minus the drop is compared with GRE(AT+CE))."""
-    a, b = values(rows, "great+ce", "No attack"), values(rows, "baseline", "No attack")
-    result, d, s = verdict(a, [v - paper_drop for v in b])
-    measured = f"great+ce {summary_text(a)} vs baseline {summary_text(b)}"
-    return measured, {FAILS: FAILS, HOLDS: HOLDS, SPREAD: HOLDS}.get(result, result)
-
-
-def distill_claims(rows):
-    claims = []
-    for text, regime, other, paper_great, paper_other in (
-            ("Table 3: GREAT beats the CE baseline in the sparse regime (5 %)", "5pct", "baseline", 66.55, 65.41),
-            ("Table 3: GREAT beats Hinton distillation in the sparse regime", "5pct", "distill", 66.55, 66.45),
-            ("Table 3: GREAT beats the CE baseline in the dense regime (100 %)", "100pct", "baseline", 85.72, 84.74),
-            ("Table 3: GREAT beats Hinton distillation in the dense regime", "100pct", "distill", 85.72, 85.69),
-            ("Sec. 3.2: GREAT beats Sobolev training (sparse)", "5pct", "sobolev", 66.55, 66.50),
-            ("Sec. 3.2: GREAT beats Sobolev training (dense)", "100pct", "sobolev", 85.72, 84.98)):
-        claims.append((text, f"{paper_great} vs {paper_other}",
-                       *comparison(rows, "test accuracy", "great", other, regime=regime, fmt=".2f",
-                                   paper_gap=paper_great - paper_other)))
-    return claims
-
-
-def mtl_claims(rows):
-    four = ["equal", "uncertainty", "gradnorm", "great"]
-    claims = [
-        ("Sec. 3.3: GREAT performs better or on par with GradNorm (Δm %)", "not given as Δm; "
-         "per task 24.2/.114/.252/.087 vs 23.5/.116/.270/.091", *on_par(rows, DELTA_M, "great", "gradnorm")),
-        ("Table 4: GREAT is best of the four on edge detection", "0.252 (next 0.270)",
-         *best_of(rows, "edge RMSE", four, "great", sign=-1.0, fmt=".4f", paper_gap=0.270 - 0.252)),
-        ("Table 4: GREAT is best of the four on denoised reconstruction", "0.087 (next 0.090)",
-         *best_of(rows, "auto RMSE", four, "great", sign=-1.0, fmt=".4f", paper_gap=0.090 - 0.087)),
-        ("Sec. 3.3: uncertainty weighting has the highest classification error of the four",
-         "26.6 (others 23.5-24.2)",
-         *best_of(rows, "class error %", four, "uncertainty", paper_gap=26.6 - 24.2)),
-        ("Not in the paper: GREAT against the modern methods (Δm %, rank)", "not measured",
-         *rank_text(rows, "great")),
-    ]
-    return claims
-
-
-def on_par(rows, column, candidate, other):
-    """"Better or on par": holds unless `other` is better beyond the spread."""
-    measured, result = comparison(rows, column, candidate, other, fmt=".2f")
-    return measured, HOLDS if result in (HOLDS, SPREAD) else result
-
-
-def rank_text(rows, candidate):
-    summary = [r for r in summarize(rows, [DELTA_M]) if r.get(DELTA_M) is not None and r["method"] != "single"]
-    summary.sort(key=lambda r: -r[DELTA_M])
-    names = [r["method"] for r in summary]
-    if candidate not in names:
-        return "no run yet", UNDECIDED
-    rank = names.index(candidate) + 1
-    best = summary[0]
-    return (f"rank {rank} of {len(names)} by mean Δm; best {best['method']} {best[DELTA_M]:+.2f}, "
-            f"{candidate} {summary[rank - 1][DELTA_M]:+.2f}", "informational")
-
 
 # -- tables ------------------------------------------------------------------------------------------
 
@@ -300,24 +132,6 @@ def eps_label(name):
         return f"eps = {num}/{scale}"
     return f"eps = {eps} ([0, 1] pixel scale)"
 
-
-# Every evidence run attacks 500 test images (the medium preset's attack limit).
-EVIDENCE_ATTACKED = 500
-
-
-def findings_with_single_step_check(row):
-    """The row's masking findings. A run evaluated before the single-step check existed gets it
-    from its stored FGSM curve: the curve's eps-0 point is the clean accuracy on the same attacked
-    images, which is what the evaluation gives the check."""
-    from great_tf.robustness import check_single_step_above_clean, tolerance
-
-    findings = list(row.get("findings") or [])
-    curve = (row.get("curves") or {}).get("FGSM")
-    have = {f["check"] for f in findings}
-    if findings and curve and curve[0][0] == 0 and "single-step-above-clean" not in have:
-        findings.append(check_single_step_above_clean({"FGSM": curve}, curve[1][0],
-                                                      tolerance(EVIDENCE_ATTACKED)))
-    return findings
 
 
 def findings_lines(rows):
@@ -482,7 +296,23 @@ def mtl_section(rows, directions):
     order = [r["method"] for r in sorted(summary, key=lambda r: -(r.get(DELTA_M) or -1e9))]
     return ["Noisy CIFAR-10 subset, 4 tasks; lower is better for every metric, higher for Δm % "
             "(against the same seed's single-task networks).", "",
-            mean_table(rows, columns, order=order, formats=formats), ""]
+            mean_table(rows, columns, order=order, formats=formats), "", *floor_lines(formats)]
+
+
+def floor_lines(formats):
+    """The metrics of a predictor that ignores its input (great_tf/mtl/floors.py): where a task
+    counts as not learned. Left out where the data set cannot be read."""
+    from great_tf.errors import GreatError
+    from great_tf.mtl.floors import benchmark_floors
+
+    try:
+        floors = benchmark_floors("cifar10_noisy")  # the targets are clean: the same for every seed
+    except GreatError:
+        return []
+    shown = ", ".join(f"{column.removesuffix(' %')} {format(value, formats.get(column, '.2f'))}"
+                      f"{' %' * column.endswith(' %')}" for column, value in floors.items())
+    return [f"Without looking at the input (the training set's most frequent class and per-pixel mean "
+            f"target map, `great_tf.mtl.floors`): {shown}. A method at this floor has not learned the task.", ""]
 
 
 def distill_section(rows):
@@ -529,17 +359,15 @@ def write_report(root, seeds, stem):
     from great_tf.sweep_report import sweep_claims, sweep_figure, sweep_section  # they read this module
 
     figures_dir = os.path.join(os.path.dirname(os.path.abspath(stem)), "figures")
-    sections, claims, data = [], [], {}
-    for dataset, source in (("cifar10", "Table 1"), ("mnist", "Table 1's claims on MNIST")):
+    sections, defense, data = [], {}, {}
+    for dataset in ("cifar10", "mnist"):
         lines, found = defense_section(root, dataset, seeds, figures_dir)
         sections += lines
         data[f"defense_{dataset}"] = found
-        if found:
-            claims += defense_claims(found[evidence.DEFENSE_EPS[dataset][0][1]], dataset, source,
-                                     paper_gaps=dataset == "cifar10")
+        defense[dataset] = found.get(evidence.DEFENSE_EPS[dataset][0][1], [])  # the training eps
     mtl, directions = mtl_rows(root, seeds)
     distill = distill_rows(root, seeds)
-    claims += distill_claims(distill) + mtl_claims(mtl) + sweep_claims(root, distill)
+    claims = measured_claims(defense, distill, mtl) + sweep_claims(root, distill) + out_of_reach_claims()
     data.update(mtl=mtl, distill=distill)
     discussion = read_text(f"{stem}_discussion.md")
     text = "\n".join([

@@ -20,8 +20,8 @@ import math
 import os
 
 from great_tf import evidence
-from great_tf.evidence_report import (FAILS, HOLDS, SPREAD, UNDECIDED, figure_if_any, read_json,
-                                      read_text, values)
+from great_tf.claims import FAILS, HOLDS, SPREAD, UNDECIDED, values
+from great_tf.evidence_report import figure_if_any, read_json, read_text
 from great_tf.mtl.report import mean_and_std
 
 REGIMES = ("100pct", "5pct")
