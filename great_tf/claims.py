@@ -308,3 +308,12 @@ def out_of_reach_claims():
          "The paper's room-keypoint labels are not public, so keypoints cannot be tested anywhere",
          OUT_OF_REACH),
     ]
+
+
+def tally(claims):
+    """One line counting the claims by verdict, in the order a reader asks: what holds first."""
+    order = [HOLDS, FAILS, SPREAD, UNDECIDED, OUT_OF_REACH]
+    verdicts = [v for *_, v in claims]
+    order += sorted(set(verdicts) - set(order))
+    counts = [f"{v} {verdicts.count(v)}" for v in order if v in verdicts]
+    return f"{len(claims)} claims. " + ", ".join(counts) + "."

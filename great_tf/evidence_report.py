@@ -12,7 +12,7 @@ import json
 import os
 
 from great_tf import evidence
-from great_tf.claims import findings_with_single_step_check, measured_claims, out_of_reach_claims
+from great_tf.claims import findings_with_single_step_check, measured_claims, out_of_reach_claims, tally
 from great_tf.mtl.report import DELTA_M, add_delta_m, cell, summarize
 from great_tf.reporting import markdown_table
 
@@ -351,7 +351,7 @@ def timing_section(root):
 
 def claims_section(claims):
     shown = [{"claim": c, "paper": p, "measured here": m, "verdict": f"**{v}**"} for c, p, m, v in claims]
-    return [markdown_table(shown, ["claim", "paper", "measured here", "verdict"]), ""]
+    return [tally(claims), "", markdown_table(shown, ["claim", "paper", "measured here", "verdict"]), ""]
 
 
 def write_report(root, seeds, stem):

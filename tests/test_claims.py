@@ -109,3 +109,10 @@ def test_without_runs_no_claim_is_decided_and_the_untestable_ones_say_why():
     assert {verdict for *_, verdict in out} == {claims.OUT_OF_REACH}
     assert [claim.split(":")[0] for claim, *_ in out] == ["Table 2", "Table 3", "Table 3 / Sec. 3.2", "Table 4"]
     assert all("not on this machine" in text or "not run" in text for _, _, text, _ in out)
+
+
+def test_the_tally_counts_each_verdict_what_holds_first():
+    table = [("a", "", "", claims.SPREAD), ("b", "", "", claims.HOLDS), ("c", "", "", claims.SPREAD),
+             ("d", "", "", "informational"), ("e", "", "", claims.OUT_OF_REACH)]
+    assert claims.tally(table) == ("5 claims. holds 1, within the spread 2, cannot be decided here 1, "
+                                   "informational 1.")

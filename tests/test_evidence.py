@@ -184,6 +184,8 @@ def test_report_from_result_files(tmp_path):
     assert "cannot be decided yet" in text
     table = text.split("## Claims")[1].split("\n## ")[0]
     assert table.count("**cannot be decided here**") == 4  # SVHN, ResNeXt-29, mini-ImageNet, NYUv2
+    tally = table.strip().splitlines()[0]
+    assert tally.endswith(", cannot be decided here 4.") and f"holds {table.count('**holds**')}," in tally
     saved = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert len(saved["distill"]) == 4
     assert (tmp_path / "docs" / "figures" / "defense_cifar10_accuracy_vs_eps.png").exists()
