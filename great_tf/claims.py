@@ -105,11 +105,12 @@ def best_of(rows, column, methods, candidate, sign=1.0, fmt=".1f", paper_gap=Non
 
 
 def all_of(verdicts):
-    """A claim made of parts: it holds if every part holds, does not hold if any part does not."""
-    if UNDECIDED in verdicts:
-        return UNDECIDED
+    """A claim made of parts: it does not hold if any part does not (even while others wait for
+    seeds), cannot be decided while a part cannot, and holds if every part holds."""
     if FAILS in verdicts:
         return FAILS
+    if UNDECIDED in verdicts:
+        return UNDECIDED
     return HOLDS if all(v == HOLDS for v in verdicts) else SPREAD
 
 

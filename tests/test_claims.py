@@ -97,7 +97,8 @@ def test_all_of_combines_the_parts_verdicts():
     assert claims.all_of([claims.HOLDS, claims.HOLDS]) == claims.HOLDS
     assert claims.all_of([claims.HOLDS, claims.SPREAD]) == claims.SPREAD
     assert claims.all_of([claims.SPREAD, claims.FAILS]) == claims.FAILS
-    assert claims.all_of([claims.FAILS, claims.UNDECIDED]) == claims.UNDECIDED
+    assert claims.all_of([claims.FAILS, claims.UNDECIDED]) == claims.FAILS  # one failing part decides
+    assert claims.all_of([claims.HOLDS, claims.UNDECIDED]) == claims.UNDECIDED
 
 
 def test_without_runs_no_claim_is_decided_and_the_untestable_ones_say_why():
