@@ -4,8 +4,9 @@ their state (docs/design.md#evidence).
 A stage is one trainer command at `--preset medium` with `--resume-if-present`, run in a process of
 its own (a crash or an out-of-memory in one stage leaves the others alone, and every stage starts
 from a clean TensorFlow). Stages run seed-major. `<root>/campaign.json` records, per stage, its
-command, state (done / failed / stopped) and wall-clock seconds; the tables are built from the
-runs' own `result.json` files by `great_tf.evidence_report`.
+command, state (done / failed / stopped), wall-clock seconds, and the machine's CPU time over
+those seconds with the part a shared host stole (`great_tf.cpu_steal`); the tables are built from
+the runs' own `result.json` files by `great_tf.evidence_report`.
 """
 
 import dataclasses
@@ -16,6 +17,8 @@ import re
 import subprocess
 import sys
 import time
+
+from great_tf import cpu_steal
 
 SEEDS = 3
 STATE_NAME = "campaign.json"
@@ -252,11 +255,13 @@ def run_stage(root, stage):
     it; the time adds up over resumed runs."""
     path = log_path(root, stage)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    spent_before = read_state(root).get(stage.name, {}).get("seconds", 0.0)
-    started = time.time()
+    before = read_state(root).get(stage.name, {})
+    started, cpu_started = time.time(), cpu_steal.read_cpu_times()
 
     def spent():
-        return round(spent_before + time.time() - started, 1)
+        """The stage's time so far, and the machine's CPU time and what was stolen of it."""
+        cpu = cpu_steal.add(before, cpu_steal.elapsed(cpu_started, cpu_steal.read_cpu_times()))
+        return {"seconds": round(before.get("seconds", 0.0) + time.time() - started, 1), **cpu}
 
     record(root, stage.name, {"status": "running", "command": stage.shell(), "log": path,
                               "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -272,7 +277,7 @@ def run_stage(root, stage):
                     child.kill()  # as subprocess.call does: no orphaned trainer
                     raise
     finally:
-        record(root, stage.name, {**final_status(code), "seconds": spent(),
+        record(root, stage.name, {**final_status(code), **spent(),
                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return code
 
@@ -282,7 +287,7 @@ def wait_recording_time(root, stage, child, spent):
         try:
             return child.wait(HEARTBEAT_SECONDS)
         except subprocess.TimeoutExpired:
-            record(root, stage.name, {"seconds": spent()})
+            record(root, stage.name, spent())
 
 
 def final_status(code):

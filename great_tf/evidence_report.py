@@ -336,17 +336,23 @@ def machine_line():
 
     return (f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; Python "
             f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}. "
-            "Minutes are a stage's wall clock, summed over resumed attempts; one stage ran at a time.")
+            "Minutes are a stage's wall clock, summed over resumed attempts; one stage ran at a time. "
+            "This is a shared virtual machine: *CPU stolen* is the share of its CPU time the host "
+            "gave to others while the stage ran (from /proc/stat; blank where it was not recorded), "
+            "which stretches the wall clock.")
 
 
 def timing_section(root):
+    from great_tf.cpu_steal import stolen_percent
+
     state = evidence.read_state(root)
     if not state:
         return ["No stage has run yet.", ""]
     shown = [{"stage": name, "state": evidence.stage_status(e),
               "minutes": f"{e['seconds'] / 60:.1f}" if e.get("seconds") else "",
+              "CPU stolen": "" if stolen_percent(e) is None else f"{stolen_percent(e):.0f} %",
               "command": f"`{e.get('command', '')}`"} for name, e in state.items()]
-    return [machine_line(), "", markdown_table(shown, ["stage", "state", "minutes", "command"]), ""]
+    return [machine_line(), "", markdown_table(shown, ["stage", "state", "minutes", "CPU stolen", "command"]), ""]
 
 
 def claims_section(claims):

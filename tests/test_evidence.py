@@ -139,7 +139,8 @@ def test_a_stage_left_running_by_a_dead_campaign_reads_as_interrupted_and_runs_a
     root = str(tmp_path)
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    evidence.record(root, "ok/seed0", {"status": "running", "pid": finished.pid, "seconds": 7.0})
+    evidence.record(root, "ok/seed0", {"status": "running", "pid": finished.pid, "seconds": 7.0,
+                                       "cpu_jiffies": 1000, "steal_jiffies": 10})
     evidence.record(root, "busy/seed0", {"status": "running", "pid": os.getpid()})
     assert evidence.stage_status(evidence.read_state(root)["ok/seed0"]) == "interrupted"
     ok = evidence.Stage("ok/seed0", "platform", ())
@@ -147,6 +148,8 @@ def test_a_stage_left_running_by_a_dead_campaign_reads_as_interrupted_and_runs_a
     evidence.run_stages(root, [ok, busy])
     state = evidence.read_state(root)
     assert state["ok/seed0"]["status"] == "done" and state["ok/seed0"]["seconds"] > 7.0
+    if os.path.exists("/proc/stat"):  # the CPU counters add up over the attempts like the time
+        assert state["ok/seed0"]["cpu_jiffies"] > 1000 and state["ok/seed0"]["steal_jiffies"] >= 10
     assert state["busy/seed0"]["status"] == "running"  # another live campaign process owns it
     assert f"busy/seed0: running in process {os.getpid()}, skipped" in capsys.readouterr().out
 
