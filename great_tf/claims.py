@@ -7,8 +7,9 @@ standard deviations, the claim **holds** if d > 2s, **does not hold** if d < -2s
 **within the spread** otherwise (Welch's statistic at about the 95 % level for many seeds; with
 3 seeds a loose rule, stated as such). Where the paper gives the size of its gap G, a claim whose
 interval lies wholly below it (d + 2s < G without d > 2s) also **does not hold**: the gap the paper
-reports is excluded at this scale, even where the direction is not. A claim with fewer than two
-seeds on either side **cannot be decided yet**.
+reports is excluded at this scale, even where the direction is not. Two methods that gave one
+and the same value in every seed (d = 0, s = 0) do not differ: a claim that one is better does
+not hold. A claim with fewer than two seeds on either side **cannot be decided yet**.
 
 Claims whose data or scale this machine does not have (SVHN, mini-ImageNet, NYUv2, the
 ResNeXt-29 teacher) are listed too, as **cannot be decided here**, with what stands in the way:
@@ -62,8 +63,8 @@ def verdict(better, worse, paper_gap=None):
     s = math.sqrt(sa ** 2 / len(better) + sb ** 2 / len(worse))
     if d > 2 * s:
         return HOLDS, d, s
-    if d < -2 * s or gap_excluded(d, s, paper_gap):
-        return FAILS, d, s
+    if d < -2 * s or gap_excluded(d, s, paper_gap) or (d == 0 and s == 0):
+        return FAILS, d, s  # (the last: every seed of both gave one value, so neither is better)
     return SPREAD, d, s
 
 
@@ -87,7 +88,9 @@ def comparison(rows, column, better, worse, sign=1.0, fmt=".1f", paper_gap=None,
     measured = f"{better} {summary_text(a, fmt)} vs {worse} {summary_text(b, fmt)}"
     if d is not None:
         measured += f"; d = {sign * d:+{fmt}}, 2s = {2 * s:{fmt}}"
-        if result == FAILS and d >= -2 * s:
+        if result == FAILS and d == 0 and s == 0:
+            measured += " (the same in every seed)"
+        elif result == FAILS and d >= -2 * s:
             measured += f" (the paper's gap, {paper_gap:{fmt}}, is excluded)"
     return measured, result
 
@@ -196,9 +199,9 @@ def clean_cost(rows, paper_drop=3.35):
     """Holds if GRE(AT+CE)'s clean accuracy is no more than the paper's drop below the baseline's
     (beyond the spread: the baseline minus the drop is compared with GRE(AT+CE))."""
     a, b = values(rows, "great+ce", "No attack"), values(rows, "baseline", "No attack")
-    result, d, s = verdict(a, [v - paper_drop for v in b])
+    below = verdict([v - paper_drop for v in b], a)[0]  # more than the drop below, beyond the spread?
     measured = f"great+ce {summary_text(a)} vs baseline {summary_text(b)}"
-    return measured, {FAILS: FAILS, HOLDS: HOLDS, SPREAD: HOLDS}.get(result, result)
+    return measured, {HOLDS: FAILS, UNDECIDED: UNDECIDED}.get(below, HOLDS)
 
 
 def distill_claims(rows):
@@ -252,8 +255,9 @@ def worst_on_dense_tasks(rows, methods, candidate):
 
 def on_par(rows, column, candidate, other):
     """"Better or on par": holds unless `other` is better beyond the spread."""
-    measured, result = comparison(rows, column, candidate, other, fmt=".2f")
-    return measured, HOLDS if result in (HOLDS, SPREAD) else result
+    measured, _ = comparison(rows, column, candidate, other, fmt=".2f")
+    other_better = comparison(rows, column, other, candidate)[1]
+    return measured, {HOLDS: FAILS, UNDECIDED: UNDECIDED}.get(other_better, HOLDS)
 
 
 def rank_text(rows, candidate):

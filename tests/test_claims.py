@@ -19,13 +19,26 @@ def test_verdict_rule():
     assert claims.verdict([1.5, 0.5, 2.5], [1, 2, 0], paper_gap=2.0)[0] == claims.SPREAD
     assert claims.verdict([1.5, 0.5, 2.5], [1, 2, 0], paper_gap=3.0)[0] == claims.FAILS
     assert claims.verdict([10, 11, 12], [0, 1, 2], paper_gap=70.0)[0] == claims.HOLDS
-    zeros = [{"method": m, "seed": k, "iFGSM": 0.0} for m in ("greace", "baseline") for k in range(3)]
-    measured, result = claims.comparison(zeros, "iFGSM", "greace", "baseline", paper_gap=70.41)
+    near_zero = [{"method": m, "seed": k, "iFGSM": 0.2 * (k == i)} for i, m in enumerate(("greace", "baseline"))
+                 for k in range(3)]
+    measured, result = claims.comparison(near_zero, "iFGSM", "greace", "baseline", paper_gap=70.41)
     assert result == claims.FAILS and "the paper's gap, 70.4, is excluded" in measured
     # The paper's CIFAR-10 gaps do not carry over to a data set it gives no numbers for.
-    greace_claim = {d: next(v for c, _, _, v in claims.defense_claims(zeros, d, "T1", paper_gaps=(d == "cifar10"))
+    greace_claim = {d: next(v for c, _, _, v in claims.defense_claims(near_zero, d, "T1", paper_gaps=(d == "cifar10"))
                             if "GREACE alone" in c) for d in ("cifar10", "mnist")}
     assert greace_claim == {"cifar10": claims.FAILS, "mnist": claims.SPREAD}
+    # One value in every seed of both (0.0 under AA, say): neither is better, so "better" does not
+    # hold, while "better or on par" and "no more than 3.35 points below" do.
+    assert claims.verdict([0.0, 0.0], [0.0, 0.0])[0] == claims.FAILS
+    tie = [{"method": m, "seed": k, "AA": 0.0, "No attack": 60.0} for m in ("great+ce", "baseline") for k in range(2)]
+    measured, result = claims.comparison(tie, "AA", "great+ce", "baseline")
+    assert result == claims.FAILS and measured.endswith("d = +0.0, 2s = 0.0 (the same in every seed)")
+    assert claims.on_par(tie, "AA", "great+ce", "baseline")[1] == claims.HOLDS
+    assert claims.clean_cost(tie)[1] == claims.HOLDS
+    below = [{**r, "No attack": 56.65} if r["method"] == "great+ce" else r for r in tie]  # exactly 3.35 below
+    assert claims.clean_cost(below)[1] == claims.HOLDS
+    far_below = [{**r, "No attack": 50.0 + r["seed"]} if r["method"] == "great+ce" else r for r in tie]
+    assert claims.clean_cost(far_below)[1] == claims.FAILS
     result, d, s = claims.verdict([10, 11, 12], [0, 1, 2])
     assert d == pytest.approx(10) and s == pytest.approx(math.sqrt(2 / 3))
     # "best of": beats every other beyond the spread; one other better beyond it: does not hold.
