@@ -186,10 +186,11 @@ def digits_claim(rows):
     or GRE(AT+CE), whichever is ahead, is the best defense against iFGSM and against FGSM."""
     from great_tf.defense import MODES
 
+    gradient_modes = ("greace", "great+ce")
+    others = [m for m in MODES if m not in gradient_modes]
     results = []
     for column in ("iFGSM", "FGSM"):
-        ahead = max(("greace", "great+ce"), key=lambda m: seed_mean(rows, m, column))
-        others = [m for m in MODES if m not in ("greace", "great+ce")]
+        ahead = max(gradient_modes, key=lambda m: seed_mean(rows, m, column))
         measured, result = best_of(rows, column, [ahead, *others], ahead)
         results.append((f"{column}: {measured}", result))
     return "; ".join(m for m, _ in results), all_of([v for _, v in results])
