@@ -130,3 +130,23 @@ def test_the_tally_counts_each_verdict_what_holds_first():
              ("d", "", "", "informational"), ("e", "", "", claims.OUT_OF_REACH)]
     assert claims.tally(table) == ("5 claims. holds 1, within the spread 2, cannot be decided here 1, "
                                    "informational 1.")
+
+
+def test_a_robustness_claim_says_when_a_masking_check_fired_for_the_mode_it_rests_on():
+    # GREACE ahead of the baseline under iFGSM in both seeds: the claim holds as stated; with a
+    # check firing for GREACE in one seed, its measured text says so and gives GREACE's AA.
+    rows = [{**defense_row("greace", s, ["zero-gradients"] if s == 1 else (), ifgsm=14.0 + s), "AA": 0.0}
+            for s in range(2)] + [{**defense_row("baseline", s), "AA": 0.0} for s in range(2)]
+    claim = {c: (m, v) for c, _, m, v in claims.defense_claims(rows, "mnist", "T1", paper_gaps=False)}
+    measured, result = claim["T1: GREACE alone is robust to iFGSM [mnist]"]
+    assert result == claims.HOLDS
+    assert measured.endswith("; but a masking check fired for greace in 1 of 2 seed(s) (zero-gradients), "
+                             "and greace under AA is 0.0 ± 0.0 (n=2)")
+    # No check fired for the baseline, so a claim resting on it carries no note.
+    clean = [{**r, "findings": [{"check": "zero-gradients", "flagged": False}]} for r in rows]
+    measured, _ = claims.with_masking_note(clean, "greace", ("text", claims.HOLDS))
+    assert measured == "text"
+    # The digits claim notes it once, for the gradient mode that is ahead.
+    measured, _ = claims.digits_claim(rows + [defense_row(m, s) for m in ("adversarial", "great", "great+ce")
+                                              for s in range(2)])
+    assert measured.count("masking check fired for greace") == 1
