@@ -7,7 +7,13 @@ how much of it was stolen, so a stage that took twice as long as its twin can sa
 figures are summed over a stage's resumed attempts, like its minutes.
 
 Elsewhere than on Linux there is no /proc/stat: nothing is recorded and the share is unknown.
+
+The wall clock also runs on while a stage is paused (`kill -STOP`, to time something else). What
+the stage's own processes used of the processors (user plus system time, both cores counted) does
+not: it is recorded beside the minutes as the stage's cost.
 """
+
+import resource
 
 PROC_STAT = "/proc/stat"
 # The fields of the `cpu` line (man 5 proc): guest time is already part of user time, so the
@@ -56,3 +62,15 @@ def stolen_percent(entry):
     if not total:
         return None
     return 100.0 * entry.get("steal_jiffies", 0) / total
+
+
+def children_cpu_seconds():
+    """User plus system seconds of this process's finished and waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_minutes(entry):
+    """The processor minutes a stage's processes used (None if it was not recorded)."""
+    seconds = entry.get("cpu_seconds")
+    return None if seconds is None else seconds / 60.0

@@ -266,6 +266,7 @@ def run_stage(root, stage):
     record(root, stage.name, {"status": "running", "command": stage.shell(), "log": path,
                               "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     code = 130  # what an interrupt of this process leaves recorded
+    children_started = cpu_steal.children_cpu_seconds()
     try:
         with open(path, "a") as log:
             log.write(f"\n$ {stage.shell()}\n")
@@ -277,7 +278,10 @@ def run_stage(root, stage):
                     child.kill()  # as subprocess.call does: no orphaned trainer
                     raise
     finally:
+        # The child's processor time is known once it has been waited for, so only here.
+        used = cpu_steal.children_cpu_seconds() - children_started
         record(root, stage.name, {**final_status(code), **spent(),
+                                  "cpu_seconds": round(before.get("cpu_seconds", 0.0) + used, 1),
                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return code
 

@@ -338,12 +338,14 @@ def machine_line():
             f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}. "
             "Minutes are a stage's wall clock, summed over resumed attempts; one stage ran at a time. "
             "This is a shared virtual machine: *CPU stolen* is the share of its CPU time the host "
-            "gave to others while the stage ran (from /proc/stat; blank where it was not recorded), "
-            "which stretches the wall clock.")
+            "gave to others while the stage ran (from /proc/stat), which stretches the wall clock. "
+            "*CPU minutes* are what the stage's own processes used of the processors (user plus "
+            "system time, both cores counted), which neither a pause nor the host's steal inflates. "
+            "Both are blank where a stage ran before they were recorded.")
 
 
 def timing_section(root):
-    from great_tf.cpu_steal import stolen_percent
+    from great_tf.cpu_steal import cpu_minutes, stolen_percent
 
     state = evidence.read_state(root)
     if not state:
@@ -351,8 +353,10 @@ def timing_section(root):
     shown = [{"stage": name, "state": evidence.stage_status(e),
               "minutes": f"{e['seconds'] / 60:.1f}" if e.get("seconds") else "",
               "CPU stolen": "" if stolen_percent(e) is None else f"{stolen_percent(e):.0f} %",
+              "CPU minutes": "" if cpu_minutes(e) is None else f"{cpu_minutes(e):.1f}",
               "command": f"`{e.get('command', '')}`"} for name, e in state.items()]
-    return [machine_line(), "", markdown_table(shown, ["stage", "state", "minutes", "CPU stolen", "command"]), ""]
+    columns = ["stage", "state", "minutes", "CPU stolen", "CPU minutes", "command"]
+    return [machine_line(), "", markdown_table(shown, columns), ""]
 
 
 def claims_section(claims):
