@@ -13,8 +13,6 @@ the stage's own processes used of the processors (user plus system time, both co
 not: it is recorded beside the minutes as the stage's cost.
 """
 
-import resource
-
 PROC_STAT = "/proc/stat"
 # The fields of the `cpu` line (man 5 proc): guest time is already part of user time, so the
 # total is the sum of the first eight.
@@ -65,9 +63,23 @@ def stolen_percent(entry):
 
 
 def children_cpu_seconds():
-    """User plus system seconds of this process's finished and waited-for children so far."""
+    """User plus system seconds of this process's finished and waited-for children so far, or
+    None where the system does not count them (Windows has no `resource` module)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu_used(before, recorded):
+    """{"cpu_seconds": ...}: the children's processor time since `before`, added to what earlier
+    attempts `recorded`; empty where it is not counted."""
+    now = children_cpu_seconds()
+    if before is None or now is None:
+        return {}
+    return {"cpu_seconds": round(recorded.get("cpu_seconds", 0.0) + now - before, 1)}
 
 
 def cpu_minutes(entry):

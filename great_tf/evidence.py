@@ -279,9 +279,8 @@ def run_stage(root, stage):
                     raise
     finally:
         # The child's processor time is known once it has been waited for, so only here.
-        used = cpu_steal.children_cpu_seconds() - children_started
         record(root, stage.name, {**final_status(code), **spent(),
-                                  "cpu_seconds": round(before.get("cpu_seconds", 0.0) + used, 1),
+                                  **cpu_steal.children_cpu_used(children_started, before),
                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return code
 

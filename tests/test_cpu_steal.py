@@ -32,6 +32,7 @@ def test_counters_between_readings_add_up_over_attempts_and_give_the_stolen_shar
     assert cpu_steal.read_cpu_times(str(tmp_path / "no_such_file")) is None
     assert cpu_steal.cpu_minutes({"cpu_seconds": 90.0}) == pytest.approx(1.5)
     assert cpu_steal.cpu_minutes({"seconds": 7.0}) is None  # a stage from before it was recorded
+    assert cpu_steal.children_cpu_used(None, {"cpu_seconds": 5.0}) == {}  # not counted at the start
 
 
 @pytest.mark.skipif(not os.path.exists(cpu_steal.PROC_STAT), reason="no /proc/stat (not Linux)")

@@ -153,7 +153,7 @@ def test_a_stage_left_running_by_a_dead_campaign_reads_as_interrupted_and_runs_a
         assert state["ok/seed0"]["cpu_jiffies"] > 1000 and state["ok/seed0"]["steal_jiffies"] >= 10
     else:
         assert state["ok/seed0"]["cpu_jiffies"] == 1000 and state["ok/seed0"]["steal_jiffies"] == 10
-    assert state["ok/seed0"]["cpu_seconds"] > 60.0  # so does the stage's own processor time
+    assert state["ok/seed0"]["cpu_seconds"] >= 60.0  # so does the stage's own processor time
     assert state["busy/seed0"]["status"] == "running"  # another live campaign process owns it
     assert f"busy/seed0: running in process {os.getpid()}, skipped" in capsys.readouterr().out
 
