@@ -38,6 +38,8 @@ class Stage:
     name: str      # "<experiment>/seed<k>", or "<experiment>" for a stage shared by the seeds
     module: str    # the trainer, run as python -m <module>
     argv: tuple    # its flags
+    makes: str = None  # a file later stages read (the teacher), which a new machine lacks
+    needs: str = None  # such a file, made by another stage
 
     def command(self):
         return [sys.executable, "-m", self.module, *self.argv]
@@ -100,10 +102,11 @@ def seed_stages(root, seed):
         # One teacher for every seed: the seeds measure the students' spread, not the teacher's.
         stages.append(Stage("distill-teacher", "trainers.distill",
                             ("--dataset", "cifar10", "--train-teacher", TEACHER,
-                             "--logdir", teacher_dir(root), *MEDIUM)))
+                             "--logdir", teacher_dir(root), *MEDIUM), makes=teacher_file(root)))
     stages.append(Stage(f"distill/seed{seed}", "trainers.distill",
                         ("--dataset", "cifar10", "--teacher", teacher_file(root), "--method", "all",
-                         "--seed", str(seed), "--logdir", distill_dir(root, seed), *MEDIUM)))
+                         "--seed", str(seed), "--logdir", distill_dir(root, seed), *MEDIUM),
+                        needs=teacher_file(root)))
     stages.append(Stage(f"mtl/seed{seed}", "trainers.mtl",
                         ("--dataset", "cifar10_noisy", "--method", "all", "--seed", str(seed),
                          "--logdir", mtl_dir(root, seed), *MEDIUM)))
@@ -123,8 +126,10 @@ def sweep_stages(root):
     return [Stage("sweep-defense/mnist", "tuning.defense",
                   ("--dataset", "mnist", "--mode", "great+ce", "--preset", "medium",
                    "--logdir", defense_sweep_dir(root, "mnist"))),
-            Stage("sweep-distill/dense", "tuning.distill", (*common, "--fraction", "1.0")),
-            Stage("sweep-distill/sparse", "tuning.distill", (*common, "--fraction", "0.05", "--epochs", "200"))]
+            Stage("sweep-distill/dense", "tuning.distill", (*common, "--fraction", "1.0"),
+                  needs=teacher_file(root)),
+            Stage("sweep-distill/sparse", "tuning.distill", (*common, "--fraction", "0.05", "--epochs", "200"),
+                  needs=teacher_file(root))]
 
 
 def defense_sweep_dir(root, dataset):
@@ -300,8 +305,11 @@ def final_status(code):
     return {"status": "interrupted" if code in (130, -2, -15) else f"failed (exit {code})"}
 
 
-def run_stages(root, selected, rerun_failed=False):
-    """Runs every selected stage not done yet, in order; prints one line per stage."""
+def run_stages(root, selected, rerun_failed=False, all_stages=(), after_each=None):
+    """Runs every selected stage not done yet, in order; prints one line per stage and calls
+    `after_each()` after each stage that ran (the campaign archives its results). A stage that
+    needs a file no stage here has made (the teacher, on a machine new to a campaign restored from
+    its archive) first runs the stage of `all_stages` that makes it, done or not."""
     os.makedirs(root, exist_ok=True)
     for stage in selected:
         entry = read_state(root).get(stage.name, {})
@@ -312,12 +320,35 @@ def run_stages(root, selected, rerun_failed=False):
         if status == "done" or (status.startswith("failed") and not rerun_failed):
             print(f"{stage.name}: {status}, skipped", flush=True)
             continue
-        print(f"{stage.name}: running ({log_path(root, stage)})", flush=True)
-        code = run_stage(root, stage)
-        print(f"{stage.name}: {read_state(root)[stage.name]['status']}", flush=True)
-        if code in (130, -2):  # the user interrupted: stop the campaign too
-            raise KeyboardInterrupt
+        maker = missing_maker(stage, all_stages)
+        if maker is not None:
+            print(f"{stage.name}: needs {stage.needs}, which is missing: {maker.name} runs again", flush=True)
+            run_and_report(root, maker)
+        run_and_report(root, stage)
+        if after_each:
+            after_each()
     return selected
+
+
+def missing_maker(stage, all_stages):
+    """The stage that makes the missing file `stage` needs, or None if nothing is missing."""
+    if not stage.needs or os.path.exists(stage.needs):
+        return None
+    from great_tf.errors import GreatError
+
+    for other in all_stages:
+        if other.makes == stage.needs:
+            return other
+    raise GreatError(f"{stage.name} needs {stage.needs}, which is missing and no stage makes")
+
+
+def run_and_report(root, stage):
+    print(f"{stage.name}: running ({log_path(root, stage)})", flush=True)
+    code = run_stage(root, stage)
+    print(f"{stage.name}: {read_state(root)[stage.name]['status']}", flush=True)
+    if code in (130, -2):  # the user interrupted: stop the campaign too
+        raise KeyboardInterrupt
+    return code
 
 
 def write_report(root, seeds, stem):

@@ -170,34 +170,54 @@ def plot_curves(found, dataset, figures_dir):
 
 # -- curves over training -----------------------------------------------------------------------------
 
-def epoch_series(run_dirs, tag, scale=1.0, first=1):
-    """(epochs, mean over the finished runs) of a scalar TensorBoard tag, over the epochs every
-    such run has; None if none has it. A run still training (no result.json yet) is left out, as
-    in the tables: it would cut every curve to its epochs. Keras logs epoch k at step k - 1, hence
-    `first` 1; a tag logged before training too (the GAL statistics) starts at 0."""
-    from great_tf.summaries import read_events
-
+def run_series(run_dirs, tag, scale=1.0):
+    """Per finished run that logged the scalar `tag`, its values in step order. A run still
+    training (no result.json yet) is left out, as in the tables: it would cut every curve to its
+    epochs."""
     series = []
     for run_dir in run_dirs:
         finished = os.path.exists(os.path.join(run_dir, "result.json"))
-        events = read_events(run_dir).get(tag) if finished else None
+        events = run_scalars(run_dir).get(tag) if finished else None
         if events:
             series.append([float(v) * scale for _, v in sorted(events, key=lambda e: e[0])])
+    return series
+
+
+def epoch_series(run_dirs, tag, scale=1.0, first=1):
+    """(epochs, mean over the finished runs) of a scalar TensorBoard tag, over the epochs every
+    such run has; None if none has it. Keras logs epoch k at step k - 1, hence `first` 1; a tag
+    logged before training too (the GAL statistics) starts at 0."""
+    series = run_series(run_dirs, tag, scale)
     if not series:
         return None
     n = min(len(v) for v in series)
     return list(range(first, first + n)), [sum(v[i] for v in series) / len(series) for i in range(n)]
 
 
+def run_scalars(run_dir):
+    """{tag: [(step, value)]} of a run's scalars: from its event files, or from the `scalars.json`
+    that `great_tf.evidence_archive` keeps of them once the event files are gone."""
+    from great_tf.evidence_archive import SCALARS
+    from great_tf.summaries import read_events
+
+    kept = read_json(os.path.join(run_dir, SCALARS))
+    if kept is not None:
+        return {tag: [tuple(e) for e in events] for tag, events in kept.items()}
+    return read_events(run_dir)
+
+
 def curve_panels(lines_by_label, panels):
     """{panel title: {label: series}} from {label: [run dirs]} and [(panel title, tag, scale)],
-    dropping what no run logged."""
+    dropping what no run logged; a line that averages fewer runs than it was given says how many
+    ("GREAT (2 of 3)"), so a figure drawn mid-campaign does not pass for a full one."""
     found = {}
     for title, tag, scale in panels:
         for label, run_dirs in lines_by_label.items():
             series = epoch_series(run_dirs, tag, scale)
             if series:
-                found.setdefault(title, {})[label] = series
+                runs = len(run_series(run_dirs, tag))
+                shown = label if runs == len(run_dirs) else f"{label} ({runs} of {len(run_dirs)})"
+                found.setdefault(title, {})[shown] = series
     return found
 
 
@@ -276,9 +296,12 @@ def distill_figures(root, seeds, figures_dir):
 def figure_if_any(panels, figures_dir, name, title, xlabel, ylabel, ylim=None, xscale="linear"):
     from great_tf.reporting import plot_panels
 
+    path = os.path.join(figures_dir, name)
     if not panels:
-        return None
-    return plot_panels(panels, os.path.join(figures_dir, name), title, xlabel, ylabel, ylim, xscale)
+        # Drawn earlier from runs whose event files this machine no longer has (their curves
+        # predate the archive's scalars.json): the figure stays as it was drawn.
+        return path if os.path.exists(path) else None
+    return plot_panels(panels, path, title, xlabel, ylabel, ylim, xscale)
 
 
 def figure_lines(paths, figures_dir):

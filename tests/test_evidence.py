@@ -227,7 +227,8 @@ def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
     assert report.epoch_series([str(tmp_path / "nothing")], "validation/epoch_accuracy") is None
     panels = report.curve_panels({"GRE(AT+CE)": runs, "none": []},
                                  [("test", "validation/epoch_accuracy", 1.0), ("absent", "train/x", 1.0)])
-    assert list(panels) == ["test"] and list(panels["test"]) == ["GRE(AT+CE)"]
+    # The line averages two of its three runs (seed 2 has not finished) and says so.
+    assert list(panels) == ["test"] and list(panels["test"]) == ["GRE(AT+CE) (2 of 3)"]
     # A tag logged before training as well (GAL statistics: step 0 is the initial value).
     assert report.epoch_series(runs, "validation/epoch_accuracy", first=0)[0] == [0, 1]
 
@@ -247,8 +248,9 @@ def test_distillation_figures_show_accuracy_gradients_and_the_discriminator(tmp_
     assert [os.path.basename(p) for p in paths] == ["distill_training.png", "distill_gradients.png",
                                                     "distill_discriminator.png"]
     assert all(os.path.getsize(p) > 0 for p in paths)
-    # Without any finished run there is no figure (and no empty one).
-    assert report.distill_figures(str(tmp_path / "none"), 2, figures) == [None, None, None]
+    # Without any finished run no figure is drawn (and no empty one); one drawn before is kept.
+    assert report.distill_figures(str(tmp_path / "none"), 2, str(tmp_path / "new")) == [None, None, None]
+    assert report.distill_figures(str(tmp_path / "none"), 2, figures) == paths
     text = report.write_report(root, 2, str(tmp_path / "docs" / "results"))
     assert "![distill_discriminator.png](figures/distill_discriminator.png)" in text
 

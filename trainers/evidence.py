@@ -10,7 +10,9 @@ Each stage is one trainer command (`python -m trainers.<name> ... --preset mediu
 (seed 0 of every experiment before seed 1), so an interrupted campaign has the most complete
 picture; running the command again continues where it stopped, down to the last epoch (finished
 methods are kept by `--resume-if-present`). `<root>/campaign.json` keeps each stage's state and
-wall-clock time. The tables are `great_tf.evidence` (docs/design.md#evidence).
+wall-clock time. With `--archive runs/evidence` the small files of every finished stage are kept in
+the repository as well, and a campaign on a new machine starts from them
+(`great_tf.evidence_archive`). The tables are `great_tf.evidence` (docs/design.md#evidence).
 """
 
 import os
@@ -35,16 +37,45 @@ def main(argv=None):
                         help="print the stages, their state and an estimate of the time left; run nothing")
     parser.add_argument("--rerun-failed", action="store_true",
                         help="run stages that failed before again (default: skip them)")
+    parser.add_argument("--archive", metavar="DIR",
+                        help="keep the small files of finished stages (results, sweep tables, curves, "
+                        "campaign.json) in DIR too, and take from DIR those the root lacks first, so "
+                        "a campaign continues on a new machine without rerunning them (e.g. the "
+                        "repository's runs/evidence)")
     parser.add_argument("--report", metavar="STEM",
                         help="write the tables of every finished run to STEM.md (and .json); run nothing")
     args = parser.parse_args(argv)
-    stages = evidence.select_stages(evidence.stages(args.root, args.seeds), args.only)
+    all_stages = evidence.stages(args.root, args.seeds)
+    stages = evidence.select_stages(all_stages, args.only)
+    if args.archive:
+        restore_from(args.archive, args.root)
     if args.report:
+        keep_in(args.archive, args.root)
         return evidence.write_report(args.root, args.seeds, args.report)
     if args.list:
         return evidence.print_stages(args.root, stages)
     stop_cleanly_on_signals()
-    return evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed)
+    try:
+        return evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed, all_stages=all_stages,
+                                   after_each=lambda: keep_in(args.archive, args.root))
+    finally:
+        keep_in(args.archive, args.root)
+
+
+def restore_from(archive, root):
+    from great_tf.evidence_archive import restore
+
+    if os.path.isdir(archive):
+        copied = restore(archive, root)
+        if copied:
+            print(f"{copied} file(s) of finished stages restored from {archive} into {root}", flush=True)
+
+
+def keep_in(archive, root):
+    if archive and os.path.isdir(root):
+        from great_tf.evidence_archive import archive as copy_small_files
+
+        copy_small_files(root, archive)
 
 
 def stop_cleanly_on_signals():

@@ -1,0 +1,133 @@
+"""The evidence campaign's small files, kept in the repository so that finished stages outlive the
+machine they ran on (docs/design.md#evidence).
+
+A campaign's root holds checkpoints, saved models and TensorBoard event files: too big to commit,
+and lost with the machine. What the report needs of a finished stage is small: its `result.json`
+files, the sweeps' tables, `campaign.json`, and each run's scalar curves. `archive` copies those
+into a folder of the repository (`runs/evidence`), with each run's scalars written out as
+`scalars.json`; `restore` copies them back into a root that lacks them, so a campaign on a new
+machine skips the stages that finished elsewhere and the report is written from every stage.
+
+Paths inside `campaign.json` commands name the folder the file is in, so an archived command is the
+one a person would type from the repository's top.
+"""
+
+import fnmatch
+import json
+import os
+import shutil
+
+from great_tf import evidence
+
+# What the report reads, relative to a run folder; everything else (checkpoints, *.keras, event
+# files, keras-tuner's trial folders) stays behind.
+KEPT = ("result.json", "sweep_*.md", "sweep_*.json", "scalars.json")
+SCALARS = "scalars.json"
+
+
+def kept_files(folder):
+    """Paths, relative to `folder`, of every file the report reads (campaign.json aside)."""
+    found = []
+    for here, _, files in os.walk(folder):
+        for name in files:
+            if any(fnmatch.fnmatch(name, pattern) for pattern in KEPT):
+                found.append(os.path.relpath(os.path.join(here, name), folder))
+    return sorted(found)
+
+
+def without_saliency(value):
+    """A result without its saliency maps (tens of kilobytes of floats the report never reads)."""
+    if isinstance(value, dict):
+        return {k: without_saliency(v) for k, v in value.items() if k != "saliency"}
+    if isinstance(value, list):
+        return [without_saliency(v) for v in value]
+    return value
+
+
+def copy_json_or_text(source, target):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if source.endswith(".json"):
+        with open(source, encoding="utf-8") as f:
+            data = json.load(f)
+        write_json(target, without_saliency(data))
+    else:
+        shutil.copyfile(source, target)
+
+
+def write_json(path, data):
+    """Written to a temporary file, then renamed: an interruption never leaves half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True, default=str)
+    os.replace(path + ".tmp", path)
+
+
+def scalar_curves(run_dir):
+    """{tag: [[step, value], ...]} of every scalar a run logged to TensorBoard (histograms left
+    out), or {} when it logged nothing."""
+    from great_tf.summaries import read_events
+
+    curves = {}
+    for tag, events in read_events(run_dir).items():
+        if events and all(v.ndim == 0 for _, v in events):
+            curves[tag] = [[int(s), float(v)] for s, v in sorted(events, key=lambda e: e[0])]
+    return curves
+
+
+def write_scalars(root):
+    """`scalars.json` beside every finished run's `result.json` under `root` that has event files
+    and no `scalars.json` yet (a finished run's curves no longer change)."""
+    for rel in kept_files(root):
+        if os.path.basename(rel) != "result.json":
+            continue
+        run_dir = os.path.join(root, os.path.dirname(rel))
+        target = os.path.join(run_dir, SCALARS)
+        if not os.path.exists(target) and (curves := scalar_curves(run_dir)):
+            write_json(target, curves)
+
+
+def relocated(state, old, new):
+    """campaign.json's entries with the folder `old` in their commands replaced by `new`."""
+    old, new = os.path.normpath(old), os.path.normpath(new)
+    return {name: {**entry, **({"command": entry["command"].replace(old, new)} if "command" in entry else {})}
+            for name, entry in state.items()}
+
+
+def merged_state(kept, live):
+    """Both campaign states, the live one winning for a stage both have (it is the newer)."""
+    return {**kept, **live}
+
+
+def same_folder(a, b):
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def archive(root, dest):
+    """Copies the small files of every finished run under `root` into `dest` (overwriting: the
+    live root is the truth), and merges root's campaign.json into dest's."""
+    write_scalars(root)
+    if same_folder(root, dest):  # a campaign run inside the repository is its own archive
+        return
+    for rel in kept_files(root):
+        copy_json_or_text(os.path.join(root, rel), os.path.join(dest, rel))
+    live = relocated(evidence.read_state(root), root, dest)
+    write_json(os.path.join(dest, evidence.STATE_NAME), merged_state(evidence.read_state(dest), live))
+
+
+def restore(dest, root):
+    """Copies into `root` each archived file it lacks, and adds to its campaign.json the stages it
+    has no entry for; returns how many files it copied."""
+    if same_folder(root, dest):
+        return 0
+    copied = 0
+    for rel in kept_files(dest):
+        target = os.path.join(root, rel)
+        if not os.path.exists(target):
+            copy_json_or_text(os.path.join(dest, rel), target)
+            copied += 1
+    # A stage archived while it ran was stopped with its machine; its process number means
+    # nothing here (and may belong to another process), so it reads as interrupted.
+    kept = {name: {**entry, "pid": None} for name, entry in relocated(evidence.read_state(dest), dest, root).items()}
+    if kept:
+        write_json(os.path.join(root, evidence.STATE_NAME), merged_state(kept, evidence.read_state(root)))
+    return copied

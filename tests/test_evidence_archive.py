@@ -1,0 +1,131 @@
+"""The campaign's archive of small files (great_tf.evidence_archive): what a finished stage leaves
+in the repository, and a campaign on a new machine that starts from it."""
+
+import json
+import os
+
+from great_tf import evidence, evidence_archive as archive, evidence_report as report
+from trainers import evidence as evidence_cli
+
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_scalars(folder, tag, values):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(folder)
+    with writer.as_default():
+        for step, value in enumerate(values):
+            tf.summary.scalar(tag, value, step=step)
+            tf.summary.histogram("gradients", [value, 2 * value], step=step)  # not a scalar
+    writer.close()
+
+
+def finished_run(root):
+    """A defense run that finished (result, curves, a checkpoint) and one still training."""
+    run = os.path.join(evidence.defense_dir(root, "mnist", 0), "great")
+    write_json(os.path.join(run, "result.json"), {"method": "great", "AA": 3.5, "saliency": [[0.1] * 50] * 50})
+    write_scalars(os.path.join(run, "validation"), "epoch_accuracy", [0.5, 0.75, 0.875])
+    with open(os.path.join(run, "checkpoint.weights.h5"), "wb") as f:
+        f.write(b"\0" * 1000)
+    training = os.path.join(evidence.defense_dir(root, "mnist", 0), "greace")
+    write_scalars(os.path.join(training, "validation"), "epoch_accuracy", [0.25])
+    return run
+
+
+def test_archive_keeps_results_and_curves_but_not_checkpoints_or_event_files(tmp_path):
+    root, dest = str(tmp_path / "live"), str(tmp_path / "repo" / "runs" / "evidence")
+    run = finished_run(root)
+    evidence.record(root, "defense-mnist/seed0", {"status": "done", "seconds": 60.0,
+                                                  "command": f"python -m trainers.defense --logdir {root}/defense"})
+    archive.archive(root, dest)
+    kept = archive.kept_files(dest)
+    rel = os.path.relpath(run, root)
+    assert kept == [os.path.join(rel, "result.json"), os.path.join(rel, "scalars.json")]
+    assert not any(name.startswith("events.out") or name.endswith(".h5")
+                   for _, _, files in os.walk(dest) for name in files)
+    result = read_json(os.path.join(dest, rel, "result.json"))
+    assert result == {"method": "great", "AA": 3.5}  # the saliency maps are left out
+    # Only scalars, in step order, as the report reads them from the event files.
+    curves = read_json(os.path.join(dest, rel, "scalars.json"))
+    assert list(curves) == ["validation/epoch_accuracy"]
+    assert curves["validation/epoch_accuracy"] == [[0, 0.5], [1, 0.75], [2, 0.875]]
+    # The archived command names the archive's folder: what a person types in the repository.
+    state = evidence.read_state(dest)
+    assert state["defense-mnist/seed0"]["command"] == f"python -m trainers.defense --logdir {dest}/defense"
+
+
+def test_a_new_machine_restores_the_finished_stages_and_draws_their_curves(tmp_path, capsys):
+    old, dest, new = str(tmp_path / "old"), str(tmp_path / "archive"), str(tmp_path / "new")
+    run = finished_run(old)
+    evidence.record(old, "defense-mnist/seed0", {"status": "done", "seconds": 60.0, "command": f"x {old}/a"})
+    # The stage that was running when the machine went away, its process number now someone else's.
+    evidence.record(old, "defense-mnist/seed1", {"status": "running", "pid": os.getpid(), "seconds": 5.0})
+    archive.archive(old, dest)
+    # The new machine's campaign has started a stage of its own before the restore.
+    os.makedirs(new)
+    evidence.record(new, "defense-cifar10/seed2", {"status": "running", "pid": os.getpid()})
+    assert archive.restore(dest, new) == 2
+    state = evidence.read_state(new)
+    assert state["defense-mnist/seed0"]["status"] == "done" and state["defense-mnist/seed0"]["command"] == f"x {new}/a"
+    assert evidence.stage_status(state["defense-mnist/seed1"]) == "interrupted"
+    assert evidence.stage_status(state["defense-cifar10/seed2"]) == "running"  # its own entry wins
+    moved = os.path.join(new, os.path.relpath(run, old))
+    assert report.epoch_series([moved], "validation/epoch_accuracy") == report.epoch_series(
+        [run], "validation/epoch_accuracy") == ([1, 2, 3], [0.5, 0.75, 0.875])
+    # A second restore copies nothing and leaves the live state alone.
+    evidence.record(new, "defense-mnist/seed0", {"seconds": 99.0})
+    assert archive.restore(dest, new) == 0
+    assert evidence.read_state(new)["defense-mnist/seed0"]["seconds"] == 99.0
+    # The command line does the same: the restored stage reads as done in the list.
+    capsys.readouterr()
+    evidence_cli.main(["--root", str(tmp_path / "third"), "--archive", dest, "--list", "--only", "defense-mnist/seed0"])
+    out = capsys.readouterr().out
+    assert "file(s) of finished stages restored" in out and f"{'defense-mnist/seed0':24s} done (1.0 min)" in out
+
+
+def test_a_figure_of_partial_runs_says_how_many_it_averages_and_an_undrawable_one_is_kept(tmp_path):
+    root = str(tmp_path)
+    runs = []
+    for seed, values in enumerate(([0.5, 0.75], [0.25, 0.5], None)):
+        run = os.path.join(evidence.defense_dir(root, "mnist", seed), "great")
+        if values:
+            write_json(os.path.join(run, "result.json"), {"method": "great"})
+            write_json(os.path.join(run, archive.SCALARS), {"validation/epoch_accuracy": [[0, values[0]], [1, values[1]]]})
+        runs.append(run)
+    panels = report.curve_panels({"GREAT": runs}, [("accuracy", "validation/epoch_accuracy", 100.0)])
+    assert panels == {"accuracy": {"GREAT (2 of 3)": ([1, 2], [37.5, 62.5])}}
+    figures = str(tmp_path / "figures")
+    assert report.figure_if_any({}, figures, "kept.png", "t", "x", "y") is None
+    os.makedirs(figures)
+    open(os.path.join(figures, "kept.png"), "wb").close()
+    assert report.figure_if_any({}, figures, "kept.png", "t", "x", "y") == os.path.join(figures, "kept.png")
+
+
+def test_a_stage_needing_a_missing_file_first_reruns_the_stage_that_makes_it(tmp_path, capsys):
+    root = str(tmp_path)
+    made = os.path.join(root, "teacher.keras")
+    maker = evidence.Stage("teacher", "timeit", ("-n", "1", "-r", "1", f"open({made!r}, 'w').close()"),
+                           makes=made)
+    user = evidence.Stage("student/seed2", "timeit", ("-n", "1", "-r", "1", f"open({made!r}).close()"),
+                          needs=made)
+    evidence.record(root, "teacher", {"status": "done", "seconds": 60.0})  # done on another machine
+    evidence.run_stages(root, [user], all_stages=[maker, user])
+    state = evidence.read_state(root)
+    assert state["student/seed2"]["status"] == "done" and os.path.exists(made)
+    assert state["teacher"]["seconds"] > 60.0  # ran again, its time added to the first run's
+    assert "student/seed2: needs" in capsys.readouterr().out
+    # With the file there, the maker is left alone.
+    evidence.record(root, "student/seed2", {"status": "interrupted"})
+    before = evidence.read_state(root)["teacher"]["seconds"]
+    evidence.run_stages(root, [user], all_stages=[maker, user])
+    assert evidence.read_state(root)["teacher"]["seconds"] == before
