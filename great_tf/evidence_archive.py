@@ -18,6 +18,7 @@ import os
 import shutil
 
 from great_tf import evidence
+from great_tf.evidence_report import strip_arrays
 
 # What the report reads, relative to a run folder; everything else (checkpoints, *.keras, event
 # files, keras-tuner's trial folders) stays behind.
@@ -35,21 +36,12 @@ def kept_files(folder):
     return sorted(found)
 
 
-def without_saliency(value):
-    """A result without its saliency maps (tens of kilobytes of floats the report never reads)."""
-    if isinstance(value, dict):
-        return {k: without_saliency(v) for k, v in value.items() if k != "saliency"}
-    if isinstance(value, list):
-        return [without_saliency(v) for v in value]
-    return value
-
-
 def copy_json_or_text(source, target):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if source.endswith(".json"):
         with open(source, encoding="utf-8") as f:
             data = json.load(f)
-        write_json(target, without_saliency(data))
+        write_json(target, strip_arrays(data))  # the saliency maps: big, and the report never reads them
     else:
         shutil.copyfile(source, target)
 
