@@ -129,3 +129,22 @@ def test_a_stage_needing_a_missing_file_first_reruns_the_stage_that_makes_it(tmp
     before = evidence.read_state(root)["teacher"]["seconds"]
     evidence.run_stages(root, [user], all_stages=[maker, user])
     assert evidence.read_state(root)["teacher"]["seconds"] == before
+
+
+def test_the_campaign_archives_each_stage_as_it_finishes(tmp_path, monkeypatch):
+    root, dest = str(tmp_path / "root"), str(tmp_path / "archive")
+    result = os.path.join(root, "distill", "seed0", "cnn5_100pct", "great", "result.json")
+    write = (f"import os, json; os.makedirs({os.path.dirname(result)!r}, exist_ok=True); "
+             f"json.dump({{'method': 'great', 'test accuracy': 50.0}}, open({result!r}, 'w'))")
+    archived = os.path.join(dest, os.path.relpath(result, root))
+    stage = evidence.Stage("distill/seed0", "timeit", ("-n", "1", "-r", "1", write))
+    # The next stage finds the first one's result in the archive already (a machine lost while it
+    # runs loses only it).
+    check = evidence.Stage("distill/seed1", "timeit", ("-n", "1", "-r", "1", f"assert open({archived!r})"))
+    monkeypatch.setattr(evidence, "stages", lambda root, seeds: [stage, check])
+    evidence_cli.main(["--root", root, "--archive", dest])
+    assert evidence.read_state(root)["distill/seed1"]["status"] == "done"
+    assert read_json(archived) == {"method": "great", "test accuracy": 50.0}
+    assert evidence.read_state(dest)["distill/seed0"]["status"] == "done"
+    # The report from the archive alone has the row.
+    assert report.distill_rows(dest, 1) == [{"method": "great", "test accuracy": 50.0, "regime": "100pct", "seed": 0}]
