@@ -79,9 +79,9 @@ def write_scalars(root):
 
 
 def relocated(state, old, new):
-    """campaign.json's entries with the folder `old` in their commands replaced by `new`."""
+    """campaign.json's entries with the folder `old` replaced by `new` in their commands and paths."""
     old, new = os.path.normpath(old), os.path.normpath(new)
-    return {name: {**entry, **({"command": entry["command"].replace(old, new)} if "command" in entry else {})}
+    return {name: {k: v.replace(old, new) if isinstance(v, str) else v for k, v in entry.items()}
             for name, entry in state.items()}
 
 

@@ -45,7 +45,7 @@ def finished_run(root):
 def test_archive_keeps_results_and_curves_but_not_checkpoints_or_event_files(tmp_path):
     root, dest = str(tmp_path / "live"), str(tmp_path / "repo" / "runs" / "evidence")
     run = finished_run(root)
-    evidence.record(root, "defense-mnist/seed0", {"status": "done", "seconds": 60.0,
+    evidence.record(root, "defense-mnist/seed0", {"status": "done", "seconds": 60.0, "log": f"{root}/logs/a.log",
                                                   "command": f"python -m trainers.defense --logdir {root}/defense"})
     archive.archive(root, dest)
     kept = archive.kept_files(dest)
@@ -62,6 +62,7 @@ def test_archive_keeps_results_and_curves_but_not_checkpoints_or_event_files(tmp
     # The archived command names the archive's folder: what a person types in the repository.
     state = evidence.read_state(dest)
     assert state["defense-mnist/seed0"]["command"] == f"python -m trainers.defense --logdir {dest}/defense"
+    assert state["defense-mnist/seed0"]["log"] == f"{dest}/logs/a.log" and state["defense-mnist/seed0"]["seconds"] == 60.0
 
 
 def test_a_new_machine_restores_the_finished_stages_and_draws_their_curves(tmp_path, capsys):
