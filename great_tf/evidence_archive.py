@@ -3,7 +3,8 @@ machine they ran on (docs/design.md#evidence).
 
 A campaign's root holds checkpoints, saved models and TensorBoard event files: too big to commit,
 and lost with the machine. What the report needs of a finished stage is small: its `result.json`
-files, the sweeps' tables, `campaign.json`, and each run's scalar curves. `archive` copies those
+files, the sweeps' tables, `campaign.json`, and each run's scalar curves; and what a sweep needs
+to go on is keras-tuner's `oracle.json`, `tuner0.json` and each trial's `trial.json`. `archive` copies those
 into a folder of the repository (`runs/evidence`), with each run's scalars written out as
 `scalars.json`; `restore` copies them back into a root that lacks them, so a campaign on a new
 machine skips the stages that finished elsewhere and the report is written from every stage.
@@ -20,9 +21,10 @@ import shutil
 from great_tf import evidence
 from great_tf.evidence_report import strip_arrays
 
-# What the report reads, relative to a run folder; everything else (checkpoints, *.keras, event
-# files, keras-tuner's trial folders) stays behind.
-KEPT = ("result.json", "sweep_*.md", "sweep_*.json", "scalars.json")
+# What the report reads, and the state of keras-tuner's finished trials (so a sweep cut off with
+# its machine reruns only its unfinished trial); everything else (checkpoints, *.keras, event
+# files) stays behind.
+KEPT = ("result.json", "sweep_*.md", "sweep_*.json", "scalars.json", "oracle.json", "trial.json", "tuner[0-9]*.json")
 SCALARS = "scalars.json"
 
 

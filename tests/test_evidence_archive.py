@@ -4,6 +4,8 @@ in the repository, and a campaign on a new machine that starts from it."""
 import json
 import os
 
+import pytest
+
 from great_tf import evidence, evidence_archive as archive, evidence_report as report
 from trainers import evidence as evidence_cli
 
@@ -149,3 +151,22 @@ def test_the_campaign_archives_each_stage_as_it_finishes(tmp_path, monkeypatch):
     assert evidence.read_state(dest)["distill/seed0"]["status"] == "done"
     # The report from the archive alone has the row.
     assert report.distill_rows(dest, 1) == [{"method": "great", "test accuracy": 50.0, "regime": "100pct", "seed": 0}]
+
+
+def test_a_sweep_restored_on_a_new_machine_runs_only_the_trials_it_had_not_finished(tmp_path):
+    from test_tuning import MachineGone, grid_sweep
+
+    old, dest, new = str(tmp_path / "old"), str(tmp_path / "archive"), str(tmp_path / "new")
+    ran = []
+    with pytest.raises(MachineGone):  # the machine goes away in the fourth trial of six
+        grid_sweep(old, ran, stop_at=4).search(verbose=0)
+    first = list(ran)
+    archive.archive(old, dest)
+    kept = sorted(os.path.basename(f) for f in archive.kept_files(dest))
+    assert kept == ["oracle.json"] + ["trial.json"] * 4 + ["tuner0.json"]  # no checkpoint, no model
+    archive.restore(dest, new)
+    ran.clear()
+    tuner = grid_sweep(new, ran)
+    tuner.search(verbose=0)
+    assert ran[0] == first[3] and len(ran) == 3  # the cut-off trial again, then the two never started
+    assert len({tuple(t.hyperparameters.values.values()) for t in tuner.oracle.trials.values()}) == 6

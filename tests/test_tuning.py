@@ -55,3 +55,45 @@ def test_two_trial_sweep_runs_stops_and_resumes(tmp_path, monkeypatch):
 def trials_of(tmp_path):
     with open(str(tmp_path / "sweep" / "sweep_cnn5_100pct_trials.json"), encoding="utf-8") as f:
         return json.load(f)["rows"]
+
+
+class MachineGone(BaseException):  # not an Exception: keras-tuner would record a failed trial
+    """The process running a sweep ends in the middle of a trial."""
+
+
+def grid_sweep(directory, ran, stop_at=None):
+    """A keras-tuner grid sweep of this package's kind (`tuning.common.make_tuner`) over 3 x 2
+    settings whose trials only record their values (in `ran`); the `stop_at`-th trial run ends the
+    process as a kill would."""
+    import keras_tuner as kt
+
+    from tuning.common import make_tuner
+
+    class Space(kt.HyperModel):
+        def build(self, hp):
+            hp.Choice("x", [1, 2, 3])
+            hp.Choice("y", ["a", "b"])
+            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])  # never trained
+
+        def fit(self, hp, model, *args, **kwargs):
+            ran.append((hp.get("x"), hp.get("y")))
+            if len(ran) == stop_at:
+                raise MachineGone
+            return {"score": hp.get("x") + (hp.get("y") == "b") / 2}
+
+    return make_tuner(Space(), kt.Objective("score", "max"), "grid", None, directory, "p", False, 0)
+
+
+def test_a_grid_sweep_cut_off_in_a_trial_resumes_in_a_new_process_with_the_untried_settings(tmp_path):
+    """keras-tuner does not save a grid's order (keras-team/keras-tuner#1055); without
+    `rebuild_grid_order` the resumed sweep ends in a KeyError after its first trial."""
+    ran = []
+    with pytest.raises(MachineGone):
+        grid_sweep(str(tmp_path), ran, stop_at=4).search(verbose=0)
+    first = list(ran)
+    ran.clear()
+    tuner = grid_sweep(str(tmp_path), ran)  # reloads the saved state, as a new process would
+    tuner.search(verbose=0)
+    assert ran == [first[3], *ran[1:]] and len(ran) == 3  # the cut-off trial again, then the rest
+    tried = sorted(tuple(t.hyperparameters.values.values()) for t in tuner.oracle.trials.values())
+    assert tried == [(x, y) for x in (1, 2, 3) for y in ("a", "b")]  # every setting once

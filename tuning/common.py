@@ -37,8 +37,31 @@ def with_trial_dirs(tuner_class):
         def run_trial(self, trial, *args, **kwargs):
             return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id), **kwargs)
 
+        def reload(self):
+            super().reload()
+            rebuild_grid_order(self.oracle)
+
     TrialDirTuner.__name__ = tuner_class.__name__
     return TrialDirTuner
+
+
+def rebuild_grid_order(oracle):
+    """keras-tuner (1.4.8) does not save a grid search's order of tried combinations, so a grid
+    sweep resumed in a new process fails with a KeyError once its first trial there ends
+    (keras-team/keras-tuner#1055). The order is rebuilt from the reloaded trials: all of them in
+    grid order, each one's successor looked for again (one already tried is skipped)."""
+    import functools
+
+    from keras_tuner.src.tuners.gridsearch import GridSearchOracle, LinkedList
+
+    if not isinstance(oracle, GridSearchOracle):
+        return
+    trials = sorted(oracle.trials.values(), key=functools.cmp_to_key(
+        lambda a, b: oracle._compare(a.hyperparameters.values, b.hyperparameters.values)))
+    oracle._ordered_ids = LinkedList()
+    for trial in trials:
+        oracle._ordered_ids.insert(trial.trial_id)
+    oracle._populate_next = [trial.trial_id for trial in trials]
 
 
 def make_tuner(hypermodel, objective, tuner, max_trials, logdir, project, overwrite, seed):
