@@ -158,7 +158,9 @@ def robust_setting_claim(root, dataset):
     gain = best["val AA %"] - base_aa
     p, q = best["val AA %"] / 100, base_aa / 100
     noise = 2 * 100 * math.sqrt((p * (1 - p) + q * (1 - q)) / attacked)
-    result = HOLDS if gain > noise else (FAILS if gain < -noise else SPREAD)
+    # Both at one and the same value with no spread (0.00 % each): not more robust (the tie rule).
+    tied = gain == 0 and noise == 0
+    result = HOLDS if gain > noise else (FAILS if gain < -noise or tied else SPREAD)
     measured = (f"best of {len(feasible)} feasible (of {len(rows)}): alpha_max {best['alpha_max']:g}, "
                 f"beta_max {best['beta_max']:g}, AA {best['val AA %']:.2f} % vs baseline {base_aa:.2f} %; "
                 f"gain {gain:+.2f}, 2 std errors ({attacked} images) {noise:.2f}")

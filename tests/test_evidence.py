@@ -381,3 +381,8 @@ def test_the_robust_setting_claim_weighs_the_best_feasible_trial_against_the_att
     assert "2 std errors (400 images) 5.00" in measured and "best of 1 feasible (of 2)" in measured
     assert sweep((2.0, 98.0, 13.0))[3] == claims.SPREAD
     assert sweep((10.0, 90.0, 60.0))[3] == claims.FAILS  # robust, but 9 clean points below
+    # Best feasible and baseline both at 0 % under AA: no noise to be within, and not more robust.
+    write_result(os.path.join(folder, "baseline"), {"val clean %": 99.0, "val AA %": 0.0, "attacked images": 400})
+    assert sweep((0.5, 98.0, 0.0))[3] == claims.FAILS
+    assert sweep((0.5, 98.0, 0.5))[3] == claims.SPREAD  # 2 images of 400: gain 0.5 < 2 std errors 0.71
+
