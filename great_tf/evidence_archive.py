@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 
-from great_tf import evidence
+from great_tf import evidence, runs
 from great_tf.evidence_report import strip_arrays
 
 # What the report reads, and the state of keras-tuner's finished trials (so a sweep cut off with
@@ -49,11 +49,8 @@ def copy_json_or_text(source, target):
 
 
 def write_json(path, data):
-    """Written to a temporary file, then renamed: an interruption never leaves half a file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=str)
-    os.replace(path + ".tmp", path)
+    runs.write_json(path, data)  # atomic: an interruption never leaves half a file
 
 
 def scalar_curves(run_dir):
@@ -125,3 +122,17 @@ def restore(dest, root):
     if kept:
         write_json(os.path.join(root, evidence.STATE_NAME), merged_state(kept, evidence.read_state(root)))
     return copied
+
+
+def restore_from(dest, root):
+    """`restore`, saying how many files it brought back; nothing when `dest` does not exist yet."""
+    if os.path.isdir(dest):
+        copied = restore(dest, root)
+        if copied:
+            print(f"{copied} file(s) of finished stages restored from {dest} into {root}", flush=True)
+
+
+def archive_into(dest, root):
+    """`archive` when there is an archive folder to keep (`dest`) and a root to keep it from."""
+    if dest and os.path.isdir(root):
+        archive(root, dest)

@@ -47,35 +47,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     all_stages = evidence.stages(args.root, args.seeds)
     stages = evidence.select_stages(all_stages, args.only)
+    from great_tf.evidence_archive import archive_into, restore_from
+
     if args.archive:
         restore_from(args.archive, args.root)
     if args.report:
-        keep_in(args.archive, args.root)
+        archive_into(args.archive, args.root)
         return evidence.write_report(args.root, args.seeds, args.report)
     if args.list:
         return evidence.print_stages(args.root, stages)
     stop_cleanly_on_signals()
     try:
         return evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed, all_stages=all_stages,
-                                   after_each=lambda: keep_in(args.archive, args.root))
+                                   after_each=lambda: archive_into(args.archive, args.root))
     finally:
-        keep_in(args.archive, args.root)
-
-
-def restore_from(archive, root):
-    from great_tf.evidence_archive import restore
-
-    if os.path.isdir(archive):
-        copied = restore(archive, root)
-        if copied:
-            print(f"{copied} file(s) of finished stages restored from {archive} into {root}", flush=True)
-
-
-def keep_in(archive, root):
-    if archive and os.path.isdir(root):
-        from great_tf.evidence_archive import archive as copy_small_files
-
-        copy_small_files(root, archive)
+        archive_into(args.archive, args.root)
 
 
 def stop_cleanly_on_signals():
