@@ -97,3 +97,6 @@ def test_a_grid_sweep_cut_off_in_a_trial_resumes_in_a_new_process_with_the_untri
     assert ran == [first[3], *ran[1:]] and len(ran) == 3  # the cut-off trial again, then the rest
     tried = sorted(tuple(t.hyperparameters.values.values()) for t in tuner.oracle.trials.values())
     assert tried == [(x, y) for x in (1, 2, 3) for y in ("a", "b")]  # every setting once
+    ran.clear()
+    grid_sweep(str(tmp_path), ran).search(verbose=0)  # `--search all` resumed: this method is done
+    assert ran == []
