@@ -164,11 +164,11 @@ def read_state(root):
         return json.load(f)
 
 
-def record(root, name, entry):
-    """Updates one stage's entry of campaign.json (written whole to a temporary file, then renamed,
-    so an interruption never leaves half a file)."""
+def record(root, name, entry, replace=False):
+    """Updates one stage's entry of campaign.json, or with `replace` starts it anew (written whole
+    to a temporary file, then renamed, so an interruption never leaves half a file)."""
     state = read_state(root)
-    state[name] = {**state.get(name, {}), **entry}
+    state[name] = entry if replace else {**state.get(name, {}), **entry}
     path = os.path.join(root, STATE_NAME)
     with open(path + ".tmp", "w") as f:
         json.dump(state, f, indent=2, sort_keys=True)
@@ -323,7 +323,13 @@ def run_stages(root, selected, rerun_failed=False, all_stages=(), after_each=Non
         maker = missing_maker(stage, all_stages)
         if maker is not None:
             print(f"{stage.name}: needs {stage.needs}, which is missing: {maker.name} runs again", flush=True)
+            if stage_status(read_state(root).get(maker.name, {})) == "done":
+                # The time and machine of the run whose output is lost describe nothing that is
+                # left; an interrupted rerun, on the other hand, continues and adds up its time.
+                record(root, maker.name, {"rerun": f"{stage.needs} was missing"}, replace=True)
             run_and_report(root, maker)
+            if after_each:
+                after_each()
         run_and_report(root, stage)
         if after_each:
             after_each()

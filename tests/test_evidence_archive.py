@@ -121,12 +121,24 @@ def test_a_stage_needing_a_missing_file_first_reruns_the_stage_that_makes_it(tmp
                            makes=made)
     user = evidence.Stage("student/seed2", "timeit", ("-n", "1", "-r", "1", f"open({made!r}).close()"),
                           needs=made)
-    evidence.record(root, "teacher", {"status": "done", "seconds": 60.0})  # done on another machine
-    evidence.run_stages(root, [user], all_stages=[maker, user])
+    evidence.record(root, "teacher", {"status": "done", "seconds": 600.0, "restored_from": "x"})  # another machine
+    archived = []
+    evidence.run_stages(root, [user], all_stages=[maker, user],
+                        after_each=lambda: archived.append(dict(evidence.read_state(root))))
     state = evidence.read_state(root)
     assert state["student/seed2"]["status"] == "done" and os.path.exists(made)
-    assert state["teacher"]["seconds"] > 60.0  # ran again, its time added to the first run's
+    # Ran again: its record is the new run's alone (the lost run's time and origin are dropped).
+    assert state["teacher"]["status"] == "done" and state["teacher"]["seconds"] < 600.0
+    assert "restored_from" not in state["teacher"] and "was missing" in state["teacher"]["rerun"]
+    # Archived as soon as it finished, before the stage that needed it ran.
+    assert archived[0]["teacher"]["status"] == "done" and "student/seed2" not in archived[0]
     assert "student/seed2: needs" in capsys.readouterr().out
+    # An interrupted rerun continues, and its time adds up over the runs.
+    os.remove(made)
+    evidence.record(root, "teacher", {"status": "interrupted", "seconds": 600.0})
+    evidence.record(root, "student/seed2", {"status": "interrupted"})
+    evidence.run_stages(root, [user], all_stages=[maker, user])
+    assert evidence.read_state(root)["teacher"]["seconds"] > 600.0
     # With the file there, the maker is left alone.
     evidence.record(root, "student/seed2", {"status": "interrupted"})
     before = evidence.read_state(root)["teacher"]["seconds"]
