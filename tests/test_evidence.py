@@ -385,4 +385,3 @@ def test_the_robust_setting_claim_weighs_the_best_feasible_trial_against_the_att
     write_result(os.path.join(folder, "baseline"), {"val clean %": 99.0, "val AA %": 0.0, "attacked images": 400})
     assert sweep((0.5, 98.0, 0.0))[3] == claims.FAILS
     assert sweep((0.5, 98.0, 0.5))[3] == claims.SPREAD  # 2 images of 400: gain 0.5 < 2 std errors 0.71
-

@@ -23,6 +23,7 @@ from trainers import flags
 
 def main(argv=None):
     from great_tf import evidence
+    from great_tf.evidence_archive import archive_into, restore_from
 
     parser = flags.OneLineParser(prog="python -m trainers.evidence",
                                  description="The medium-preset evidence runs of docs/results.md.")
@@ -47,8 +48,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     all_stages = evidence.stages(args.root, args.seeds)
     stages = evidence.select_stages(all_stages, args.only)
-    from great_tf.evidence_archive import archive_into, restore_from
-
     if args.archive:
         restore_from(args.archive, args.root)
     if args.report:
