@@ -7,11 +7,10 @@ target on the left and the model's prediction (inference mode) on the right
 (`images/<task>`), to `<logdir>/images`. Docs: docs/design.md#nyuv2.
 """
 
-import os
-
-import keras
 import numpy as np
 import tensorflow as tf
+
+from great_tf.summaries import EpochSummaryWriter
 
 SEPARATOR = 2  # white columns between the target and the prediction
 
@@ -22,18 +21,16 @@ def side_by_side(left, right):
     return tf.concat([left, gap, right], axis=2)
 
 
-class DensePredictionImages(keras.callbacks.Callback):
+class DensePredictionImages(EpochSummaryWriter):
     """Targets and predictions of the dense tasks on a fixed probe batch, as TensorBoard images."""
 
     def __init__(self, logdir, probe, tasks, max_images=4, subdir="images"):
-        super().__init__()
-        self.logdir = os.path.join(logdir, subdir)
+        super().__init__(logdir, subdir)
         x, y = probe
         self.x = np.asarray(x)[:max_images]
         self.y = {name: np.asarray(v)[:max_images] for name, v in y.items()}
         self.tasks = [t for t in tasks if hasattr(t, "images")]
         self.max_images = max_images
-        self._writer = None
 
     def pictures(self):
         """{tag: (N, H, W', 3) float images in [0, 1]} for the model's current predictions."""
@@ -46,26 +43,6 @@ class DensePredictionImages(keras.callbacks.Callback):
             pictures[f"images/{task.name}"] = side_by_side(target, prediction)
         return pictures
 
-    def write(self, step):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.logdir)
-        with self._writer.as_default(step=step):
-            for tag, images in self.pictures().items():
-                tf.summary.image(tag, images, max_outputs=self.max_images)
-        self._writer.flush()
-
-    def on_train_begin(self, logs=None):
-        self._started = False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self._started:
-            self._started = True
-            self.write(epoch)  # the predictions before this run's first update
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.write(epoch + 1)
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def summarize(self):
+        for tag, images in self.pictures().items():
+            tf.summary.image(tag, images, max_outputs=self.max_images)

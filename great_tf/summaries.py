@@ -22,40 +22,33 @@ def tensor_stats(prefix, values):
     }
 
 
-class ProbeSummaries(keras.callbacks.Callback):
-    """Writes `scalars(model)` and `histograms(model)` at every epoch end (and at the start).
+class EpochSummaryWriter(keras.callbacks.Callback):
+    """Calls `summarize()` under a TensorBoard writer for `<logdir>/<subdir>` once before the
+    run's first update and after every epoch, with the epoch count as the step. A resumed run
+    writes its first summary at the epoch it resumes from, so the curves continue."""
 
-    Subclasses return dicts {tag: value}; `probe` is a fixed batch (x, y) they may use.
-    """
-
-    def __init__(self, logdir, probe=None, subdir="great"):
+    def __init__(self, logdir, subdir):
         super().__init__()
         self.logdir = os.path.join(logdir, subdir)
-        self.probe = probe
         self._writer = None
+        self._started = False
 
-    def scalars(self, model):
-        return {}
-
-    def histograms(self, model):
-        return {}
+    def summarize(self):
+        raise NotImplementedError
 
     def write(self, step):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.logdir)
         with self._writer.as_default(step=step):
-            for tag, value in self.scalars(self.model).items():
-                tf.summary.scalar(tag, value)
-            for tag, value in self.histograms(self.model).items():
-                tf.summary.histogram(tag, value)
+            self.summarize()
         self._writer.flush()
 
     def on_train_begin(self, logs=None):
-        self._start_epoch = None
+        self._started = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._start_epoch is None:
-            self._start_epoch = epoch
+        if not self._started:
+            self._started = True
             self.write(epoch)  # the state before this run's first update
 
     def on_epoch_end(self, epoch, logs=None):
@@ -65,6 +58,29 @@ class ProbeSummaries(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class ProbeSummaries(EpochSummaryWriter):
+    """Writes `scalars(model)` and `histograms(model)` at every epoch end (and at the start).
+
+    Subclasses return dicts {tag: value}; `probe` is a fixed batch (x, y) they may use.
+    """
+
+    def __init__(self, logdir, probe=None, subdir="great"):
+        super().__init__(logdir, subdir)
+        self.probe = probe
+
+    def scalars(self, model):
+        return {}
+
+    def histograms(self, model):
+        return {}
+
+    def summarize(self):
+        for tag, value in self.scalars(self.model).items():
+            tf.summary.scalar(tag, value)
+        for tag, value in self.histograms(self.model).items():
+            tf.summary.histogram(tag, value)
 
 
 class MultiTaskSummaries(ProbeSummaries):
