@@ -100,3 +100,40 @@ def test_a_grid_sweep_cut_off_in_a_trial_resumes_in_a_new_process_with_the_untri
     ran.clear()
     grid_sweep(str(tmp_path), ran).search(verbose=0)  # `--search all` resumed: this method is done
     assert ran == []
+
+
+def test_each_trial_prints_its_number_of_the_grid_its_score_and_the_best_so_far(tmp_path, capsys):
+    """One line a trial (keras-tuner's own output is off in the campaign's sweeps): the number of
+    the planned total, the settings, the score and the best of the trials so far, which need not
+    be this one; a failed trial says so; a resumed sweep goes on counting; max_trials caps the total."""
+    import re
+
+    import keras_tuner as kt
+
+    from tuning.common import make_tuner
+
+    scores = {1: 5.0, 2: 9.0, 3: 7.0, 4: None}  # 4: the trial fails
+
+    class Space(kt.HyperModel):
+        def build(self, hp):
+            hp.Choice("x", [1, 2, 3, 4])
+            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])  # never trained
+
+        def fit(self, hp, model, *args, **kwargs):
+            if scores[hp.get("x")] is None:
+                raise kt.errors.FailedTrialError("diverged")
+            return {"score": scores[hp.get("x")]}
+
+    def sweep(max_trials=None):
+        return make_tuner(Space(), kt.Objective("score", "min"), "grid", max_trials, str(tmp_path),
+                          "p", False, 0)
+
+    sweep(max_trials=2).search(verbose=0)
+    first = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial")]
+    sweep().search(verbose=0)  # resumed with the whole grid
+    rest = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial")]
+    strip = [re.sub(r"; \d+\.\d min$", "", line) for line in first + rest]
+    assert strip == ["trial 1 of 2: x 1: score 5.00 (best so far 5.00)",
+                     "trial 2 of 2: x 2: score 9.00 (best so far 5.00)",  # lower is better here
+                     "trial 3 of 4: x 3: score 7.00 (best so far 5.00)",
+                     "trial 4 of 4: x 4: failed"]
