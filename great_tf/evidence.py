@@ -197,14 +197,31 @@ def process_alive(pid):
 
 
 def print_stages(root, selected):
+    """Each stage's status, time and command; for one that has started and not finished, the last
+    line of its log (a sweep's last finished trial, a trainer's last epoch); then the time left."""
     state = read_state(root)
     for stage in selected:
         entry = state.get(stage.name, {})
         seconds = entry.get("seconds")
         took = f" ({seconds / 60:.1f} min)" if seconds else ""
-        print(f"{stage.name:24s} {stage_status(entry)}{took}\n    {stage.shell()}")
+        status = stage_status(entry)
+        print(f"{stage.name:24s} {status}{took}\n    {stage.shell()}")
+        if status in ("running", "interrupted") and (line := last_log_line(log_path(root, stage))):
+            print(f"    last: {line}")
     print(progress_line(state, selected))
     return selected
+
+
+def last_log_line(path, width=120):
+    """The last non-blank line of a log (read from its end: logs grow long), cut to `width`
+    characters; "" if there is none."""
+    if not os.path.exists(path):
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(os.path.getsize(path) - 4096, 0))
+        lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").replace("\r", "\n").split("\n")]
+    line = next((ln for ln in reversed(lines) if ln), "")
+    return line if len(line) <= width else line[:width - 3] + "..."
 
 
 def stage_kind(name):

@@ -117,6 +117,22 @@ def test_the_list_estimates_the_time_left_from_finished_stages_of_the_same_kind(
     assert evidence.stage_kind("defense-mnist/seed12/great/eps0.3") == "defense-mnist/seed*/great/eps0.3"
 
 
+def test_the_list_shows_the_last_log_line_of_a_stage_that_started_and_did_not_finish(tmp_path, capsys):
+    """Keras' progress bars end their lines with carriage returns: the last bar is what counts."""
+    root = str(tmp_path)
+    sweep, done = evidence.Stage("sweep-x", "tuning.x", ()), evidence.Stage("mtl/seed0", "trainers.mtl", ())
+    evidence.record(root, "sweep-x", {"status": "interrupted", "seconds": 60})
+    evidence.record(root, "mtl/seed0", {"status": "done", "seconds": 60})
+    for stage, text in ((sweep, "$ cmd\ntrial 1 of 5: alpha 0.1: val 60.00\n 1/9 [==\r 9/9 [====] " + "x" * 200 + "\n\n"),
+                        (done, "$ cmd\nall done\n")):
+        os.makedirs(os.path.dirname(evidence.log_path(root, stage)), exist_ok=True)
+        with open(evidence.log_path(root, stage), "w", encoding="utf-8") as f:
+            f.write(text)
+    evidence.print_stages(root, [sweep, done])
+    shown = [line.strip() for line in capsys.readouterr().out.splitlines() if "last:" in line]
+    assert shown == ["last: 9/9 [====] " + "x" * (120 - len("9/9 [====] ") - 3) + "..."]  # none for a finished stage
+
+
 def test_a_running_stage_records_its_time_as_it_goes(tmp_path, monkeypatch):
     """A hard kill (no chance to record the end) loses at most one heartbeat of a stage's time."""
     import threading
