@@ -18,6 +18,7 @@ A sweep is one run per setting, not several seeds, so its noise is taken from el
 import glob
 import math
 import os
+import re
 
 from great_tf import evidence
 from great_tf.claims import FAILS, HOLDS, SPREAD, UNDECIDED, values
@@ -37,10 +38,18 @@ def sweep_section(root):
                    + glob.glob(os.path.join(evidence.sweep_dir(root), "sweep_*.md")))
     if not found:
         return ["No sweep has finished yet.", ""]
-    lines = []
-    for path in found:
-        lines += [read_text(path).replace("\n## ", "\n### ").replace("## ", "### ", 1), ""]
-    return lines
+    return [line for path in found for line in (sweep_text(path), "")]
+
+
+def sweep_text(path):
+    """One table a sweep wrote, its headings one level down; a distillation sweep's first heading
+    names its regime (the dense and sparse sweeps write tables of the same titles)."""
+    text = "\n".join("#" + line if line.startswith("## ") else line for line in read_text(path).split("\n"))
+    regime = re.search(r"_(\d+pct)(?:_trials)?\.md$", path)
+    if text.startswith("### ") and regime and regime.group(1) in REGIME_TITLES:
+        first, _, rest = text.partition("\n")
+        text = f"{first}: {REGIME_TITLES[regime.group(1)]}\n{rest}"
+    return text
 
 
 def sweep_lines(rows):

@@ -347,6 +347,21 @@ def test_the_distillation_sweeps_figure_has_a_line_per_temperature_and_method(tm
     assert os.path.getsize(sweep_figure(root, figures)) > 0
 
 
+def test_the_report_names_the_regime_of_each_distillation_sweep_table(tmp_path):
+    from great_tf.reporting import write_table
+    from great_tf.sweep_report import sweep_section
+
+    root = str(tmp_path)
+    assert sweep_section(root) == ["No sweep has finished yet.", ""]
+    for regime in ("100pct", "5pct"):
+        stem = os.path.join(evidence.sweep_dir(root), f"sweep_cnn5_{regime}")
+        write_table([{"method": "GREAT"}], ["method"], stem, title="Hyperparameter sweeps (keras-tuner)")
+        write_table([{"trial": 1}], ["trial"], stem + "_trials", title="Every trial")
+    headings = [line for line in sweep_section(root) for line in line.split("\n") if line.startswith("#")]
+    assert headings == ["### Hyperparameter sweeps (keras-tuner): dense (100 %)", "### Every trial: dense (100 %)",
+                        "### Hyperparameter sweeps (keras-tuner): sparse (5 %)", "### Every trial: sparse (5 %)"]
+
+
 def test_the_transfer_claim_compares_each_settings_cost_in_the_other_regime_with_seed_noise(tmp_path):
     root = str(tmp_path)
     a = lambda v: (("alpha", v),)  # noqa: E731
