@@ -382,6 +382,18 @@ def timing_section(root):
     return [machine_line(), "", markdown_table(shown, columns), ""]
 
 
+def campaign_extent(root, seeds):
+    """Which runs the page is drawn from: all of the campaign's stages, or how many of them so far
+    (a reader must not take a page written mid-campaign for the final one)."""
+    planned = evidence.stages(root, seeds)
+    state = evidence.read_state(root)
+    done = sum(state.get(stage.name, {}).get("status") == "done" for stage in planned)
+    if done == len(planned):
+        return f"from all {done} stages of the campaign (seeds 0..{seeds - 1}), every one finished"
+    return (f"from the runs finished so far ({done} of {len(planned)} stages done; seeds 0..{seeds - 1} "
+            "planned)")
+
+
 def claims_section(claims):
     shown = [{"claim": c, "paper": p, "measured here": m, "verdict": f"**{v}**"} for c, p, m, v in claims]
     return [tally(claims), "", markdown_table(shown, ["claim", "paper", "measured here", "verdict"]), ""]
@@ -405,8 +417,8 @@ def write_report(root, seeds, stem):
     discussion = read_text(f"{stem}_discussion.md")
     text = "\n".join([
         "# Results: what GREAT does and does not do at CPU scale", "",
-        f"Written by `python -m trainers.evidence --root {root} --report {stem}` from the runs "
-        f"finished so far (seeds 0..{seeds - 1} planned); every table says how many seeds it holds.",
+        f"Written by `python -m trainers.evidence --root {root} --report {stem}` "
+        f"{campaign_extent(root, seeds)}; every table says how many seeds it holds.",
         "",
         "## Claims", "", *claims_section(claims),
         *([discussion, ""] if discussion else []),

@@ -229,6 +229,21 @@ def test_report_from_result_files(tmp_path):
     assert (tmp_path / "docs" / "figures" / "defense_cifar10_accuracy_vs_eps.png").exists()
 
 
+def test_the_page_says_whether_it_is_drawn_from_the_whole_campaign_or_part_of_it(tmp_path):
+    root = str(tmp_path)
+    planned = evidence.stages(root, 2)
+    for stage in planned[:-1]:
+        evidence.record(root, stage.name, {"status": "done", "seconds": 60})
+    evidence.record(root, planned[-1].name, {"status": "failed", "seconds": 60})
+    partial = report.campaign_extent(root, 2)
+    assert partial == (f"from the runs finished so far ({len(planned) - 1} of {len(planned)} stages "
+                       "done; seeds 0..1 planned)")
+    evidence.record(root, planned[-1].name, {"status": "done"})
+    assert report.campaign_extent(root, 2) == f"from all {len(planned)} stages of the campaign (seeds 0..1), every one finished"
+    # A stage of a third seed, planned for a larger campaign, does not count toward this one.
+    assert report.campaign_extent(root, 3).startswith(f"from the runs finished so far ({len(planned)} of ")
+
+
 def test_training_curves_average_the_seeds_over_their_common_epochs(tmp_path):
     runs = []
     for seed, values in enumerate(([0.1, 0.2, 0.3], [0.3, 0.4], [0.9])):
