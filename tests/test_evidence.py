@@ -240,7 +240,7 @@ def test_the_page_says_whether_it_is_drawn_from_the_whole_campaign_or_part_of_it
                        "done; seeds 0..1 planned)")
     evidence.record(root, planned[-1].name, {"status": "done"})
     assert report.campaign_extent(root, 2) == f"from all {len(planned)} stages of the campaign (seeds 0..1), every one finished"
-    # A stage of a third seed, planned for a larger campaign, does not count toward this one.
+    # Planned with a third seed, the same finished stages are only part of a larger campaign.
     assert report.campaign_extent(root, 3).startswith(f"from the runs finished so far ({len(planned)} of ")
 
 
