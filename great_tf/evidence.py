@@ -76,21 +76,20 @@ def mtl_dir(root, seed):
 MEDIUM = ("--preset", "medium", "--resume-if-present", "--verbose", "2")
 
 
-def defense_stages(root, dataset, seed):
+def defense_stages(root, dataset, seed, preset="medium", data=()):
     """Training (and attacking at the first eps) every defense mode, then re-attacking each saved
-    model at the other eps."""
+    model at the other eps; `data` are the flags that choose the data folder."""
     from great_tf.defense import MODES
 
     folder = defense_dir(root, dataset, seed)
     (first, _), *others = DEFENSE_EPS[dataset]
     stages = [Stage(f"defense-{dataset}/seed{seed}", "trainers.defense",
-                    ("--dataset", dataset, "--method", "all", "--seed", str(seed), *first,
-                     "--logdir", folder, *MEDIUM))]
+                    ("--dataset", dataset, *data, "--method", "all", "--seed", str(seed), *first,
+                     "--logdir", folder, "--preset", preset, "--resume-if-present", "--verbose", "2"))]
     for eps_flags, name in others:
         stages += [Stage(f"defense-{dataset}/seed{seed}/{mode}/{name}", "trainers.defense",
-                         ("--evaluate", os.path.join(folder, mode), "--dataset", dataset, "--seed", str(seed),
-                          *eps_flags,
-                          "--preset", "medium", "--verbose", "2"))
+                         ("--evaluate", os.path.join(folder, mode), "--dataset", dataset, *data,
+                          "--seed", str(seed), *eps_flags, "--preset", preset, "--verbose", "2"))
                    for mode in MODES]
     return stages
 
@@ -136,8 +135,31 @@ def defense_sweep_dir(root, dataset):
     return os.path.join(root, "tuning", "defense", dataset)
 
 
-def stages(root, seeds=SEEDS):
-    """Every stage of the campaign with seeds 0 .. seeds-1, seed-major, then the sweeps."""
+def full_stages(root, seeds, data_dir):
+    """The campaign on the complete CIFAR-10 in `data_dir` at `--preset large` (#29), in the order
+    that decides most: the defense over two seeds before anything gets a third."""
+    data = ("--data-dir", data_dir)
+    first_two = [stage for seed in range(min(seeds, 2))
+                 for stage in defense_stages(root, "cifar10", seed, "large", data)]
+    return first_two + [stage for seed in range(2, seeds)
+                        for stage in defense_stages(root, "cifar10", seed, "large", data)]
+
+
+CAMPAIGNS = ("subset", "full")
+
+
+def stages(root, seeds=SEEDS, campaign="subset", data_dir=None):
+    """Every stage of the campaign with seeds 0 .. seeds-1: the subset campaign seed-major, then
+    the sweeps; the full-set one as `full_stages` orders it."""
+    from great_tf.errors import GreatError
+
+    if campaign == "full":
+        if not data_dir:
+            raise GreatError("the full campaign needs the folder of the complete CIFAR-10: pass "
+                             "--data-dir (e.g. ../shared/tensorflow_datasets_full)")
+        return full_stages(root, seeds, os.path.abspath(data_dir))
+    if campaign != "subset":
+        raise GreatError(f"unknown campaign {campaign!r}: choose one of {', '.join(CAMPAIGNS)}")
     return [stage for seed in range(seeds) for stage in seed_stages(root, seed)] + sweep_stages(root)
 
 

@@ -45,8 +45,15 @@ def main(argv=None):
                         "repository's runs/evidence)")
     parser.add_argument("--report", metavar="STEM",
                         help="write the tables of every finished run to STEM.md (and .json); run nothing")
+    parser.add_argument("--campaign", choices=evidence.CAMPAIGNS, default="subset",
+                        help="subset: the medium-preset runs on the 5,000-image CIFAR-10 subset "
+                        "(default); full: the large-preset runs on the complete CIFAR-10 of --data-dir")
+    parser.add_argument("--data-dir", type=flags.existing_dir,
+                        help="with --campaign full: the TFDS folder of the complete CIFAR-10")
     args = parser.parse_args(argv)
-    all_stages = evidence.stages(args.root, args.seeds)
+    if args.campaign == "full" and args.report:
+        parser.error("--report is written from the subset campaign only so far")
+    all_stages = evidence.stages(args.root, args.seeds, args.campaign, args.data_dir)
     stages = evidence.select_stages(all_stages, args.only)
     if args.archive:
         restore_from(args.archive, args.root)

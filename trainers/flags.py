@@ -95,10 +95,11 @@ def base_parser(prog, description, datasets, methods, default_dataset):
     parser.add_argument("--dataset", default=default_dataset, choices=datasets)
     parser.add_argument("--method", default="all", choices=(*methods, "all"),
                         help="one method, or all of them side by side (default)")
-    parser.add_argument("--preset", default="small", choices=("small", "medium", "paper"),
+    parser.add_argument("--preset", default="small", choices=("small", "medium", "large", "paper"),
                         help="small: minutes on 2 CPU cores (default); medium: the evidence runs "
-                        "of docs/results.md, at most about 20 minutes per method and seed; paper: "
-                        "the paper's settings")
+                        "of docs/results.md on the CIFAR-10 subset, at most about 20 minutes per "
+                        "method and seed; large: the complete CIFAR-10 (give its --data-dir), "
+                        "hours per method; paper: the paper's settings")
     parser.add_argument("--epochs", type=positive_int, help="training epochs (preset)")
     parser.add_argument("--batch-size", type=positive_int, help="global batch size (preset)")
     parser.add_argument("--width", type=positive_int,
