@@ -7,7 +7,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["great_tf", "great_tf.*", "trainers", "tuning", "bench"]),
+    # Only the library goes into site-packages; trainers/, tuning/ and bench/ run from the repository
+    # root (python -m trainers.mtl ...), where Python finds them without an install.
+    packages=find_packages(include=["great_tf", "great_tf.*"]),
     install_requires=[
         "tensorflow>=2.16,<2.23",
         "keras>=3.3,<4",
