@@ -404,6 +404,37 @@ def test_a_killed_campaign_takes_its_trainer_with_it_and_a_rerun_finishes_the_st
         runs.release_run_folders()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="a trainer is told from a reused pid by /proc")
+def test_a_rerun_skips_a_stage_whose_orphaned_trainer_still_holds_its_run_folder(tmp_path, monkeypatch, capsys):
+    """A campaign from before the parent-death signal, killed, left its trainer training: the rerun
+    must neither start a second trainer on the folder nor record the stage as failed."""
+    from great_tf import runs
+
+    monkeypatch.setattr(evidence, "TRAINER_EXIT_SECONDS", 0.5)
+    root, folder, orphaned = str(tmp_path / "root"), str(tmp_path / "run"), str(tmp_path / "orphaned")
+    stage = sleeping_stage("train/seed0", "\n".join([
+        "import os", "from great_tf.runs import lock_run_folder", f"lock_run_folder({folder!r})",
+        f"print('locked', flush=True)", f"if not os.path.exists({orphaned!r}):", "    os._exit(0)"]))
+    open(orphaned, "w").close()
+    orphan = subprocess.Popen(stage.command(), cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert orphan.stdout.readline().strip() == "locked"
+        os.makedirs(root)
+        evidence.record(root, stage.name, {"status": "running", "pid": None, "child": orphan.pid})
+        evidence.run_stages(root, [stage])
+        assert (f"train/seed0: the trainer a killed campaign started for it (process {orphan.pid}) still runs: "
+                f"stop it (kill {orphan.pid}), then run again; skipped") in capsys.readouterr().out
+        assert evidence.stage_status(evidence.read_state(root)[stage.name]) == "interrupted"
+        orphan.kill()
+        orphan.wait()
+        os.remove(orphaned)
+        evidence.run_stages(root, [stage])
+        assert evidence.read_state(root)[stage.name]["status"] == "done"
+    finally:
+        orphan.kill()
+        runs.release_run_folders()
+
+
 def test_a_reattack_waits_for_the_training_stage_that_saves_its_model(tmp_path, capsys):
     from great_tf import runs
 
