@@ -486,19 +486,24 @@ def test_the_campaign_exits_non_zero_naming_the_stages_that_failed(tmp_path, mon
 
 def test_an_interrupted_campaign_names_the_command_that_continues_it(tmp_path):
     root = str(tmp_path / "root")
-    argv = ["--root", root, "--only", "mtl/seed0"]
-    campaign = subprocess.Popen([sys.executable, "-m", "trainers.evidence", *argv], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    argv = ["--root", root, "--only", "slow/seed0"]
+    # `python -m trainers.evidence ARGV` with a fake stage in place of the campaign's (no TensorFlow).
+    script = "\n".join([
+        "import runpy, sys", "from great_tf import evidence",
+        f"evidence.stages = lambda *args: [evidence.{sleeping_stage('slow/seed0', 'pass')!r}]",
+        f"sys.argv = ['trainers/evidence.py', *{argv!r}]", "runpy.run_module('trainers.evidence', run_name='__main__')"])
+    campaign = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_until(lambda: evidence.read_state(root).get("mtl/seed0", {}).get("child"), 60.0)
+        assert wait_until(lambda: evidence.read_state(root).get("slow/seed0", {}).get("child"), 60.0)
         campaign.send_signal(2)  # SIGINT, as Ctrl-C
         err = campaign.communicate(timeout=60)[1].strip().splitlines()
     finally:
         campaign.kill()
     assert campaign.returncode == 130
-    assert err[-1] == (f"interrupted: run `python -m trainers.evidence --root {root} --only mtl/seed0` again to "
-                       "continue (finished stages are kept, the interrupted one resumes from its last finished epoch)")
-    assert evidence.read_state(root)["mtl/seed0"]["status"] == "interrupted"
+    assert err == [f"interrupted: run `python -m trainers.evidence --root {root} --only slow/seed0` again to "
+                   "continue (finished stages are kept, the interrupted one resumes from its last finished epoch)"]
+    assert evidence.read_state(root)["slow/seed0"]["status"] == "interrupted"
 
 
 def corrupt(path, text="{"):

@@ -30,7 +30,6 @@ from trainers import flags
 
 def main(argv=None):
     from great_tf import evidence
-    from great_tf.evidence_archive import archive_into, restore_from
 
     parser = flags.OneLineParser(prog="python -m trainers.evidence",
                                  description="The medium-preset evidence runs of docs/results.md.")
@@ -64,22 +63,33 @@ def main(argv=None):
     stages = evidence.select_stages(all_stages, args.only)
     if not (args.list or args.report):  # they only read the campaign's state
         evidence.lock_root(args.root)  # before the restore writes into it
-    if args.archive:
-        restore_from(args.archive, args.root)
+    keep = archiver(args.archive, args.root)
     if args.report:
         text = evidence.write_report(args.root, args.seeds, args.report)
-        archive_into(args.archive, args.root)  # with the figures the report keeps of lost curves
+        keep()  # with the figures the report keeps of lost curves
         return text
     if args.list:
         return evidence.print_stages(args.root, stages)
     stop_cleanly_on_signals()
     try:
         evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed, all_stages=all_stages,
-                            after_each=lambda: archive_into(args.archive, args.root))
+                            after_each=keep)
     finally:
-        archive_into(args.archive, args.root)
+        keep()
     check_all_done(args.root, stages)
     return stages
+
+
+def archiver(dest, root):
+    """With an archive folder `dest`: restores from it what `root` lacks, and returns the function
+    that archives root's finished stages into it; without one, a function that does nothing (the
+    archive's module imports TensorFlow, for the curves, which a campaign does not need)."""
+    if not dest:
+        return lambda: None
+    from great_tf.evidence_archive import archive_into, restore_from
+
+    restore_from(dest, root)
+    return lambda: archive_into(dest, root)
 
 
 def check_all_done(root, stages):
