@@ -444,6 +444,8 @@ def test_a_reattack_waits_for_the_training_stage_that_saves_its_model(tmp_path, 
     folder = evidence.defense_dir(root, "mnist", 0)
     assert reattack.waits_for == "defense-mnist/seed0"
     assert set(reattack.reads) == {os.path.join(folder, m, "model.keras") for m in ("great", "baseline")}
+    full = {s.name: s for s in evidence.stages(root, 1, "full", str(tmp_path))}  # the full-set campaign too
+    assert full["defense-cifar10/seed0/great/eps8of255"].waits_for == "defense-cifar10/seed0"
     try:
         # Its training stage has not run: the re-attack is not run, and not failed either.
         evidence.run_stages(root, [reattack])
