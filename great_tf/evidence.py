@@ -7,6 +7,12 @@ from a clean TensorFlow). Stages run seed-major. `<root>/campaign.json` records,
 command, state (done / failed / stopped), wall-clock seconds, and the machine's CPU time over
 those seconds with the part a shared host stole (`great_tf.cpu_steal`); the tables are built from
 the runs' own `result.json` files by `great_tf.evidence_report`.
+
+The campaign guards its state: one campaign process per root (`lock_root`: a second one is refused
+in one line, a lock left by a killed one is taken over); a stage's trainer dies with the campaign,
+even one killed by SIGKILL (Linux: `PR_SET_PDEATHSIG`), and a rerun waits for the trainer of a
+killed campaign to end rather than fail on its run folder's lock; a stage whose input another
+stage makes (a re-attack's saved model) waits for that stage instead of failing.
 """
 
 import dataclasses
@@ -14,11 +20,13 @@ import fnmatch
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 
-from great_tf import cpu_steal
+from great_tf import cpu_steal, runs
+from great_tf.errors import GreatError
 
 SEEDS = 3
 STATE_NAME = "campaign.json"
@@ -40,6 +48,8 @@ class Stage:
     argv: tuple    # its flags
     makes: str = None  # a file later stages read (the teacher), which a new machine lacks
     needs: str = None  # such a file, made by another stage
+    reads: tuple = ()  # files the stage `waits_for` writes (a re-attack's saved models)
+    waits_for: str = None  # the stage that writes them; without them this stage waits for it
 
     def command(self):
         return [sys.executable, "-m", self.module, *self.argv]
@@ -57,6 +67,10 @@ def defense_dir(root, dataset, seed):
 
 def distill_dir(root, seed):
     return os.path.join(root, "distill", f"seed{seed}")
+
+
+def saved_model(folder, mode):
+    return os.path.join(folder, mode, "model.keras")
 
 
 def teacher_dir(root):
@@ -87,9 +101,12 @@ def defense_stages(root, dataset, seed, preset="medium", data=()):
                     ("--dataset", dataset, *data, "--method", "all", "--seed", str(seed), *first,
                      "--logdir", folder, "--preset", preset, "--resume-if-present", "--verbose", "2"))]
     for eps_flags, name in others:
+        # The model and the baseline's (the transfer attack's surrogate), both saved by training.
         stages += [Stage(f"defense-{dataset}/seed{seed}/{mode}/{name}", "trainers.defense",
                          ("--evaluate", os.path.join(folder, mode), "--dataset", dataset, *data,
-                          "--seed", str(seed), *eps_flags, "--preset", preset, "--verbose", "2"))
+                          "--seed", str(seed), *eps_flags, "--preset", preset, "--verbose", "2"),
+                         reads=tuple(sorted({saved_model(folder, mode), saved_model(folder, "baseline")})),
+                         waits_for=stages[0].name)
                    for mode in MODES]
     return stages
 
@@ -151,8 +168,6 @@ CAMPAIGNS = ("subset", "full")
 def stages(root, seeds=SEEDS, campaign="subset", data_dir=None):
     """Every stage of the campaign with seeds 0 .. seeds-1: the subset campaign seed-major, then
     the sweeps; the full-set one as `full_stages` orders it."""
-    from great_tf.errors import GreatError
-
     if campaign == "full":
         if not data_dir:
             raise GreatError("the full campaign needs the folder of the complete CIFAR-10: pass "
@@ -166,8 +181,6 @@ def stages(root, seeds=SEEDS, campaign="subset", data_dir=None):
 def select_stages(all_stages, patterns=None):
     """The stages whose name matches one of the shell `patterns` (all of them without patterns);
     a one-line error for a pattern that matches nothing."""
-    from great_tf.errors import GreatError
-
     if not patterns:
         return list(all_stages)
     for pattern in patterns:
@@ -179,11 +192,23 @@ def select_stages(all_stages, patterns=None):
 # -- state -----------------------------------------------------------------------------------------
 
 def read_state(root):
+    """{stage name: entry} of `root`'s campaign.json ({} before the first stage); a one-line
+    `GreatError` if it is unreadable."""
     path = os.path.join(root, STATE_NAME)
-    if not os.path.exists(path):
+    state = runs.read_json(path, fix="repair it, or move it away to start the record afresh (finished "
+                           "runs are kept by --resume-if-present, so their stages end quickly)")
+    if state is None:
         return {}
-    with open(path) as f:
-        return json.load(f)
+    if not isinstance(state, dict):
+        raise GreatError(f"{path} is not a campaign's record (a JSON object of stages): repair it or move it away")
+    return state
+
+
+def lock_root(root):
+    """Makes this process the campaign's one process on `root` (created if needed): another live
+    one is refused in one line naming its pid and host; a lock left by a killed one is taken over
+    with a line saying so (`great_tf.runs.lock_run_folder`). Released when the process ends."""
+    runs.lock_run_folder(root, argument="root")
 
 
 def record(root, name, entry, replace=False):
@@ -201,21 +226,9 @@ def stage_status(entry):
     """A stage's status; "running" only while the process that runs it is alive (a campaign killed
     without a chance to record its end, e.g. by SIGKILL or a shutdown, reads as "interrupted")."""
     status = entry.get("status", "to do")
-    if status == "running" and not process_alive(entry.get("pid")):
+    if status == "running" and not runs.process_alive(entry.get("pid")):
         return "interrupted"
     return status
-
-
-def process_alive(pid):
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def print_stages(root, selected):
@@ -315,7 +328,9 @@ def run_stage(root, stage):
         with open(path, "a") as log:
             log.write(f"\n$ {stage.shell()}\n")
             log.flush()
-            with subprocess.Popen(stage.command(), stdout=log, stderr=subprocess.STDOUT) as child:
+            with subprocess.Popen(stage.command(), stdout=log, stderr=subprocess.STDOUT,
+                                  preexec_fn=stopped_with_this_process()) as child:
+                record(root, stage.name, {"child": child.pid})  # for a rerun after a kill
                 try:
                     code = wait_recording_time(root, stage, child, spent)
                 except BaseException:
@@ -327,6 +342,62 @@ def run_stage(root, stage):
                                   **cpu_steal.children_cpu_used(children_started, before),
                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return code
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stopped_with_this_process():
+    """A `preexec_fn` that makes the kernel send the child SIGTERM when this process dies, however
+    it dies (SIGKILL included: no orphaned trainer goes on training and holding its run folder's
+    lock), or None where there is no such thing (not Linux). The signal comes when the *thread*
+    that started the child ends, so a stage is waited for in the thread that starts it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+    parent = os.getpid()
+
+    def set_death_signal():
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
+
+
+TRAINER_EXIT_SECONDS = 30  # how long a rerun waits for the trainer of a killed campaign to end
+
+
+def earlier_trainer(stage, entry):
+    """The pid of the trainer an earlier, killed campaign started for `stage`, if it still runs:
+    it was sent SIGTERM when its campaign died and may take a moment to end (or, started by a
+    campaign from before the death signal, train on). A process is taken for it only while its
+    command line is the stage's (a pid is reused; a dead process not yet reaped has none)."""
+    pid = entry.get("child")
+    if not runs.process_alive(pid):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().decode("utf-8", "replace").split("\0")[:-1]
+    except OSError:
+        return pid if not os.path.isdir("/proc") else None  # no /proc: judged by the pid alone
+    return pid if command[1:] == stage.command()[1:] else None
+
+
+def wait_for_earlier_trainer(stage, entry):
+    """None once no trainer of an earlier campaign runs for `stage` (waiting up to
+    TRAINER_EXIT_SECONDS for one to end), else its pid."""
+    deadline = time.time() + TRAINER_EXIT_SECONDS
+    while (pid := earlier_trainer(stage, entry)) and time.time() < deadline:
+        time.sleep(0.1)
+    return pid
+
+
+def missing_input(stage):
+    """The first of the files `stage` reads that is not there yet, or None."""
+    return next((path for path in stage.reads if not os.path.exists(path)), None)
 
 
 def wait_recording_time(root, stage, child, spent):
@@ -348,16 +419,26 @@ def run_stages(root, selected, rerun_failed=False, all_stages=(), after_each=Non
     """Runs every selected stage not done yet, in order; prints one line per stage and calls
     `after_each()` after each stage that ran (the campaign archives its results). A stage that
     needs a file no stage here has made (the teacher, on a machine new to a campaign restored from
-    its archive) first runs the stage of `all_stages` that makes it, done or not."""
-    os.makedirs(root, exist_ok=True)
+    its archive) first runs the stage of `all_stages` that makes it, done or not. A stage whose
+    input another stage writes (`reads`, `waits_for`) and is not there yet waits for it: it is
+    skipped with a line and left to do, as is one whose trainer from a killed campaign still runs.
+    Only one campaign process runs on a root (`lock_root`)."""
+    lock_root(root)
     for stage in selected:
         entry = read_state(root).get(stage.name, {})
         status = stage_status(entry)
-        if status == "running":  # another campaign process is on it
+        if status == "running":  # a campaign process from before the root's lock is on it
             print(f"{stage.name}: running in process {entry['pid']}, skipped", flush=True)
             continue
         if status == "done" or (status.startswith("failed") and not rerun_failed):
             print(f"{stage.name}: {status}, skipped", flush=True)
+            continue
+        if missing := missing_input(stage):
+            print(f"{stage.name}: waits for {stage.waits_for} ({missing} is not there yet), skipped", flush=True)
+            continue
+        if pid := wait_for_earlier_trainer(stage, entry):
+            print(f"{stage.name}: the trainer a killed campaign started for it (process {pid}) still runs: "
+                  f"stop it (kill {pid}), then run again; skipped", flush=True)
             continue
         maker = missing_maker(stage, all_stages)
         if maker is not None:
@@ -375,12 +456,18 @@ def run_stages(root, selected, rerun_failed=False, all_stages=(), after_each=Non
     return selected
 
 
+def unfinished(root, selected):
+    """(the selected stages that failed, those neither failed nor done), by name."""
+    state = read_state(root)
+    statuses = {stage.name: stage_status(state.get(stage.name, {})) for stage in selected}
+    failed = [name for name, status in statuses.items() if status.startswith("failed")]
+    return failed, [name for name, status in statuses.items() if status != "done" and name not in failed]
+
+
 def missing_maker(stage, all_stages):
     """The stage that makes the missing file `stage` needs, or None if nothing is missing."""
     if not stage.needs or os.path.exists(stage.needs):
         return None
-    from great_tf.errors import GreatError
-
     for other in all_stages:
         if other.makes == stage.needs:
             return other

@@ -14,18 +14,20 @@ one a person would type from the repository's top.
 """
 
 import fnmatch
-import json
 import os
 import shutil
 
 from great_tf import evidence, runs
-from great_tf.evidence_report import strip_arrays
+from great_tf.errors import GreatError
+from great_tf.evidence_report import KEPT_FIGURES_DIR, read_json, strip_arrays
 
 # What the report reads, and the state of keras-tuner's finished trials (so a sweep cut off with
 # its machine reruns only its unfinished trial); everything else (checkpoints, *.keras, event
 # files) stays behind.
 KEPT = ("result.json", "sweep_*.md", "sweep_*.json", "scalars.json", "oracle.json", "trial.json", "tuner[0-9]*.json")
 SCALARS = "scalars.json"
+# The figures drawn from curves that are lost (`evidence_report.figure_if_any`), at the root's top.
+KEPT_FIGURES = os.path.join(KEPT_FIGURES_DIR, "*.png")
 
 
 def kept_files(folder):
@@ -33,16 +35,16 @@ def kept_files(folder):
     found = []
     for here, _, files in os.walk(folder):
         for name in files:
-            if any(fnmatch.fnmatch(name, pattern) for pattern in KEPT):
-                found.append(os.path.relpath(os.path.join(here, name), folder))
+            rel = os.path.relpath(os.path.join(here, name), folder)
+            if any(fnmatch.fnmatch(name, pattern) for pattern in KEPT) or fnmatch.fnmatch(rel, KEPT_FIGURES):
+                found.append(rel)
     return sorted(found)
 
 
 def copy_json_or_text(source, target):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if source.endswith(".json"):
-        with open(source, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json(source)  # one line if it is corrupt, not a traceback
         write_json(target, strip_arrays(data))  # the saliency maps: big, and the report never reads them
     else:
         shutil.copyfile(source, target)
@@ -99,6 +101,7 @@ def archive(root, dest):
     write_scalars(root)
     if same_folder(root, dest):  # a campaign run inside the repository is its own archive
         return
+    runs.make_run_folder(dest, argument="archive folder")
     for rel in kept_files(root):
         copy_json_or_text(os.path.join(root, rel), os.path.join(dest, rel))
     live = relocated(evidence.read_state(root), root, dest)
@@ -110,6 +113,7 @@ def restore(dest, root):
     has no entry for; returns how many files it copied."""
     if same_folder(root, dest):
         return 0
+    runs.make_run_folder(root, argument="root")
     copied = 0
     for rel in kept_files(dest):
         target = os.path.join(root, rel)
@@ -126,6 +130,8 @@ def restore(dest, root):
 
 def restore_from(dest, root):
     """`restore`, saying how many files it brought back; nothing when `dest` does not exist yet."""
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise GreatError(f"the archive {dest} is not a folder: choose another archive folder")
     if os.path.isdir(dest):
         copied = restore(dest, root)
         if copied:

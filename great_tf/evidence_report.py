@@ -27,10 +27,16 @@ MODE_LABELS = {"baseline": "Baseline", "adversarial": "Adversarial (FGSM)", "gre
 # -- reading the runs --------------------------------------------------------------------------------
 
 def read_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON object at `path` (a result, a sweep table, kept curves); None if missing; a one-line
+    `GreatError` if it is unreadable or not an object."""
+    from great_tf.errors import GreatError
+    from great_tf.runs import read_json as read
+
+    fix = "delete it (its stage then runs again) or put back a good copy (the archive's, or git's)"
+    value = read(path, fix=fix)
+    if value is not None and not isinstance(value, dict):
+        raise GreatError(f"{path} is not a JSON object: {fix}")
+    return value
 
 
 def defense_rows(root, dataset, seeds):
@@ -227,7 +233,7 @@ def defense_training_figure(root, dataset, seeds, figures_dir):
     panels = curve_panels(runs_by_mode, [("training accuracy % (training mode)", "train/epoch_accuracy", 100.0),
                                          ("test accuracy % (clean)", "validation/epoch_accuracy", 100.0)])
     return figure_if_any(panels, figures_dir, f"defense_{dataset}_training.png",
-                         f"{dataset}: accuracy over training (mean over seeds)", "epoch", "%")
+                         f"{dataset}: accuracy over training (mean over seeds)", "epoch", "%", root=root)
 
 
 MTL_CURVES = [("class error %", "validation/epoch_class_error", 1.0),
@@ -240,7 +246,8 @@ def mtl_figures(root, seeds, methods, figures_dir):
     """Test metrics over training per method, and GREAT's GAL statistics over training."""
     runs_by_method = {m: [os.path.join(evidence.mtl_dir(root, s), m) for s in range(seeds)] for m in methods}
     training = figure_if_any(curve_panels(runs_by_method, MTL_CURVES), figures_dir, "mtl_training.png",
-                             "Noisy CIFAR-10: test metrics over training (mean over seeds)", "epoch", "")
+                             "Noisy CIFAR-10: test metrics over training (mean over seeds)", "epoch", "",
+                             root=root)
     great = {"GREAT": [os.path.join(evidence.mtl_dir(root, s), "great") for s in range(seeds)]}
     gal_panels = {}
     for task in ("class", "colour", "edges", "auto"):
@@ -250,7 +257,7 @@ def mtl_figures(root, seeds, methods, figures_dir):
                 gal_panels.setdefault(f"GAL {task}", {})[stat] = series
     return [training, figure_if_any(gal_panels, figures_dir, "mtl_gal.png",
                                     "GREAT: gradient-alignment layer gamma over training (mean over seeds)",
-                                    "epoch (0: initial)", "gamma")]
+                                    "epoch (0: initial)", "gamma", root=root)]
 
 
 def distill_figures(root, seeds, figures_dir):
@@ -283,25 +290,41 @@ def distill_figures(root, seeds, figures_dir):
                 discriminator.setdefault(f"{regime}", {})[f"on {side} gradients"] = series
     return [
         figure_if_any(accuracy, figures_dir, "distill_training.png",
-                      "CNN-5 students: test accuracy over training (mean over seeds)", "epoch", "%"),
+                      "CNN-5 students: test accuracy over training (mean over seeds)", "epoch", "%", root=root),
         figure_if_any(gradients, figures_dir, "distill_gradients.png",
                       "Student against teacher input gradients on a fixed probe batch (mean over seeds)",
-                      "epoch (0: before training)", ""),
+                      "epoch (0: before training)", "", root=root),
         figure_if_any(discriminator, figures_dir, "distill_discriminator.png",
                       "GREAT: discriminator accuracy % on input gradients (mean over seeds)",
-                      "epoch (0: before training)", "%", ylim=(0, 101)),
+                      "epoch (0: before training)", "%", ylim=(0, 101), root=root),
     ]
 
 
-def figure_if_any(panels, figures_dir, name, title, xlabel, ylabel, ylim=None, xscale="linear"):
+KEPT_FIGURES_DIR = "figures"  # under a root: the figures no run's curves can draw any more
+
+
+def figure_if_any(panels, figures_dir, name, title, xlabel, ylabel, ylim=None, xscale="linear", root=None):
+    """The figure `name` drawn from `panels`; without any, the figure as it was last drawn, or None.
+
+    A figure drawn earlier from runs whose curves are lost (they ran on a machine that went away
+    before the archive kept `scalars.json`) cannot be drawn again. It is kept in `figures_dir`,
+    and a copy goes to `<root>/figures`, which the archive keeps, so that a report written from
+    the archive alone has it too."""
+    import shutil
+
     from great_tf.reporting import plot_panels
 
     path = os.path.join(figures_dir, name)
-    if not panels:
-        # Drawn earlier from runs whose event files this machine no longer has (their curves
-        # predate the archive's scalars.json): the figure stays as it was drawn.
-        return path if os.path.exists(path) else None
-    return plot_panels(panels, path, title, xlabel, ylabel, ylim, xscale)
+    if panels:
+        return plot_panels(panels, path, title, xlabel, ylabel, ylim, xscale)
+    kept = os.path.join(root, KEPT_FIGURES_DIR, name) if root else None
+    if kept and os.path.exists(path):
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        shutil.copyfile(path, kept)
+    elif kept and os.path.exists(kept):
+        os.makedirs(figures_dir, exist_ok=True)
+        shutil.copyfile(kept, path)
+    return path if os.path.exists(path) else None
 
 
 def figure_lines(paths, figures_dir):
@@ -403,7 +426,9 @@ def write_report(root, seeds, stem):
     """Writes `<stem>.md` (and `<stem>.json` with every per-seed row); returns the Markdown."""
     from great_tf.sweep_report import sweep_claims, sweep_figure, sweep_section  # they read this module
 
+    check_something_finished(root, stem)
     figures_dir = os.path.join(os.path.dirname(os.path.abspath(stem)), "figures")
+    check_writable(stem, figures_dir)
     sections, defense, data = [], {}, {}
     for dataset in ("cifar10", "mnist"):
         lines, found = defense_section(root, dataset, seeds, figures_dir)
@@ -438,6 +463,34 @@ def write_report(root, seeds, stem):
         json.dump(strip_arrays(data), f, indent=1, default=str)
     print(f"written to {stem}.md and {stem}.json")
     return text
+
+
+def check_something_finished(root, stem):
+    """A one-line error for a root where no stage has finished (a mistyped root, say): its report
+    would be every table empty and every claim undecided, written over `stem`.md."""
+    from great_tf.errors import GreatError
+    from great_tf.evidence_archive import kept_files
+
+    state = evidence.read_state(root)
+    if not (any(entry.get("status") == "done" for entry in state.values()) or
+            any(os.path.basename(f) == "result.json" for f in kept_files(root))):
+        raise GreatError(f"no stage of the campaign in {root} has finished: nothing to report (check the "
+                         f"root; {stem}.md is left as it is)")
+
+
+def check_writable(stem, figures_dir):
+    """A one-line error if the report's files cannot be written where `stem` puts them."""
+    from great_tf.errors import GreatError
+
+    try:
+        os.makedirs(figures_dir, exist_ok=True)
+        for path in (f"{stem}.md", f"{stem}.json"):
+            with open(path, "a", encoding="utf-8"):
+                pass
+    except OSError as err:
+        raise GreatError(f"cannot write the report {stem}.md ({err.strerror or type(err).__name__}"
+                         f"{': ' + err.filename if err.filename else ''}): choose a stem in a writable "
+                         f"folder") from None
 
 
 def read_text(path):

@@ -84,8 +84,11 @@ def write_owner(fd, owner):
 
 
 def process_alive(pid):
+    """Whether the process `pid` exists; False when there is no pid (none was recorded)."""
+    if not pid:
+        return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError, ValueError, TypeError):
@@ -93,18 +96,19 @@ def process_alive(pid):
     return True
 
 
-def refuse(folder, owner):
+def refuse(folder, owner, argument):
     return GreatError(f"another run is writing to {folder} ({describe_owner(owner)}): wait for it to "
-                      f"end or choose another --logdir")
+                      f"end or choose another {argument}")
 
 
-def lock_run_folder(folder):
+def lock_run_folder(folder, argument="--logdir"):
     """Makes this process the one writer of `folder` (created if needed) until it exits or calls
     `release_run_folders`; a no-op if it already is. Raises a one-line `GreatError` if another
-    live process holds it; takes over, with a message, a lock left by a dead one."""
+    live process holds it (naming `argument`, what the caller calls the folder); takes over, with
+    a message, a lock left by a dead one."""
     import fcntl
 
-    created = make_run_folder(folder)
+    created = make_run_folder(folder, argument)
     folder = os.path.realpath(folder)
     if folder in _HELD:
         return
@@ -113,14 +117,14 @@ def lock_run_folder(folder):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
         raise GreatError(f"cannot create the lock file {path} ({err.strerror}): choose a writable "
-                         f"--logdir") from None
+                         f"{argument}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         exclusive = True
     except BlockingIOError:
         owner = read_owner(fd)
         os.close(fd)
-        raise refuse(folder, owner) from None
+        raise refuse(folder, owner, argument) from None
     except OSError as err:
         if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             os.close(fd)
@@ -131,7 +135,7 @@ def lock_run_folder(folder):
         same_host = previous.get("host") == socket.gethostname()
         if not exclusive and (not same_host or process_alive(previous["pid"])):
             os.close(fd)
-            raise GreatError(f"{refuse(folder, previous)} (this file system has no file locks: if "
+            raise GreatError(f"{refuse(folder, previous, argument)} (this file system has no file locks: if "
                              f"that run has ended, delete {path})")
         print(f"taking over the lock of {folder} from a run that is no longer running "
               f"({describe_owner(previous)})", file=sys.stderr, flush=True)
@@ -172,9 +176,10 @@ def remove_if_unused(folder, created):
 atexit.register(release_run_folders)
 
 
-def make_run_folder(folder):
-    """Creates `folder` (and its parents) or raises a one-line `GreatError` saying why it cannot;
-    returns the folders it created, deepest first."""
+def make_run_folder(folder, argument="--logdir"):
+    """Creates `folder` (and its parents) or raises a one-line `GreatError` saying why it cannot
+    (naming `argument`, what the caller calls the folder); returns the folders it created, deepest
+    first."""
     created, path = [], os.path.abspath(folder)
     while not os.path.lexists(path) and os.path.dirname(path) != path:
         created.append(path)
@@ -185,9 +190,9 @@ def make_run_folder(folder):
         reason = err.strerror or type(err).__name__
         raise GreatError(f"cannot create the run folder {folder} ({reason}"
                          f"{': ' + err.filename if err.filename and err.filename != folder else ''}): "
-                         f"choose another --logdir") from None
+                         f"choose another {argument}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise GreatError(f"the run folder {folder} is not writable: choose another --logdir")
+        raise GreatError(f"the run folder {folder} is not writable: choose another {argument}")
     return created
 
 
@@ -303,16 +308,17 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
-def read_json(path):
-    """The JSON at `path`; None if missing; a one-line `GreatError` if unreadable."""
+def read_json(path, fix=None):
+    """The JSON at `path`; None if missing; a one-line `GreatError` if unreadable, ending in `fix`
+    (what to do about it; by default what a resumed run does)."""
     if not os.path.exists(path):
         return None
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GreatError(f"{path} is unreadable ({type(err).__name__}): delete its run folder "
-                         f"{os.path.dirname(path)} or drop --resume to start over") from None
+        fix = fix or f"delete its run folder {os.path.dirname(path)} or drop --resume to start over"
+        raise GreatError(f"{path} is unreadable ({type(err).__name__}): {fix}") from None
 
 
 def clear_folder(folder):
@@ -475,10 +481,13 @@ def foreseeable_failure(err):
     return None
 
 
-def run_cli(main, argv=None):
+RESUME_HINT = "run again with --resume to continue from the last finished epoch"
+
+
+def run_cli(main, argv=None, resume_hint=RESUME_HINT):
     """Runs `main(argv)`: a GreatError or a foreseeable failure (out of memory) ends in one line and
-    exit 2, an interrupt in one line and exit 130, a --stop-after stop in one line and exit 0.
-    Releases the run folders' locks at the end."""
+    exit 2, an interrupt in one line saying how to go on (`resume_hint`) and exit 130, a
+    --stop-after stop in one line and exit 0. Releases the run folders' locks at the end."""
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS' folder warnings are not news here
@@ -491,8 +500,7 @@ def run_cli(main, argv=None):
         print(stop, file=sys.stderr)
         return None
     except KeyboardInterrupt:
-        print("interrupted: run again with --resume to continue from the last finished epoch",
-              file=sys.stderr)
+        print(f"interrupted: {resume_hint}", file=sys.stderr)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - only foreseeable failures are caught, others re-raised
         message = foreseeable_failure(err)

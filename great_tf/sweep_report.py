@@ -72,7 +72,7 @@ def sweep_figure(root, figures_dir):
     panels = {REGIME_TITLES[r]: sweep_lines(rows) for r in REGIMES if (rows := sweep_trials(root, r))}
     return figure_if_any(panels, figures_dir, "distill_sweeps.png",
                          "Distillation sweeps: validation accuracy of each setting", "alpha",
-                         "validation accuracy %", xscale="log")
+                         "validation accuracy %", xscale="log", root=root)
 
 
 # -- distillation: does a setting carry over to the other regime? ----------------------------------

@@ -322,6 +322,250 @@ def test_a_campaign_started_from_a_background_script_still_stops_cleanly_on_sign
     assert out.split("\n")[:3] == ["child ignores SIGINT: False", "stopped by SIGINT", "stopped by SIGTERM"]
 
 
+# -- the campaign guards its own state --------------------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sleeping_stage(name, code, seconds=60):
+    """A fake stage (no TensorFlow): `code`, then a sleep of `seconds`, as `python -m timeit`
+    (its statements may span lines)."""
+    return evidence.Stage(name, "timeit", ("-n", "1", "-r", "1", f"{code}\nimport time\ntime.sleep({seconds})"))
+
+
+def wait_until(condition, seconds=30.0):
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def running(pid):
+    """Whether `pid` is a live process (a dead one that nobody has reaped yet is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_a_second_campaign_on_a_root_is_refused_and_a_killed_ones_lock_taken_over(tmp_path, capsys):
+    import socket
+
+    from great_tf import runs
+    from trainers import evidence as evidence_cli
+
+    root = str(tmp_path / "root")
+    hold = f"from great_tf import evidence; evidence.lock_root({root!r}); print('locked', flush=True); input()"
+    owner = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        with pytest.raises(GreatError, match=f"writing to {os.path.realpath(root)} \\(pid {owner.pid} on host "
+                           f"{socket.gethostname()}.*choose another root"):
+            evidence_cli.main(["--root", root, "--only", "mtl/seed0"])
+        assert "mtl/seed0" not in evidence.read_state(root)  # refused before anything ran
+        evidence_cli.main(["--root", root, "--list", "--only", "mtl/seed0"])  # reading needs no lock
+        owner.kill()
+        owner.wait()
+        capsys.readouterr()
+        evidence.lock_root(root)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no longer running" in err[0] and f"(pid {owner.pid} on host" in err[0]
+    finally:
+        owner.kill()
+        runs.release_run_folders()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_killed_campaign_takes_its_trainer_with_it_and_a_rerun_finishes_the_stage(tmp_path):
+    from great_tf import runs
+
+    root, folder, marker = str(tmp_path / "root"), str(tmp_path / "run"), str(tmp_path / "first_attempt")
+    # The first attempt locks its run folder, as a trainer does, and trains on; the second ends at once.
+    stage = sleeping_stage("train/seed0", "\n".join([
+        "import os", "from great_tf.runs import lock_run_folder", f"lock_run_folder({folder!r})",
+        f"first = not os.path.exists({marker!r})", f"open({marker!r}, 'a').write(str(os.getpid()))",
+        "if not first:", "    os._exit(0)"]))
+    campaign = subprocess.Popen([sys.executable, "-c", f"from great_tf import evidence; "
+                                 f"evidence.run_stages({root!r}, [evidence.{stage!r}])"], cwd=REPO)
+    trainer = None
+    try:
+        assert wait_until(lambda: os.path.exists(marker) and os.path.getsize(marker) > 0)
+        trainer = int(open(marker).read())
+        campaign.kill()
+        campaign.wait()
+        assert wait_until(lambda: not running(trainer), 10.0), "the trainer outlived its campaign"
+        evidence.run_stages(root, [stage])
+        assert evidence.read_state(root)["train/seed0"]["status"] == "done"
+    finally:
+        campaign.kill()
+        if trainer and running(trainer):
+            os.kill(trainer, 9)
+        runs.release_run_folders()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="a trainer is told from a reused pid by /proc")
+def test_a_rerun_skips_a_stage_whose_orphaned_trainer_still_holds_its_run_folder(tmp_path, monkeypatch, capsys):
+    """A campaign from before the parent-death signal, killed, left its trainer training: the rerun
+    must neither start a second trainer on the folder nor record the stage as failed."""
+    from great_tf import runs
+
+    monkeypatch.setattr(evidence, "TRAINER_EXIT_SECONDS", 0.5)
+    root, folder, orphaned = str(tmp_path / "root"), str(tmp_path / "run"), str(tmp_path / "orphaned")
+    stage = sleeping_stage("train/seed0", "\n".join([
+        "import os", "from great_tf.runs import lock_run_folder", f"lock_run_folder({folder!r})",
+        "print('locked', flush=True)", f"if not os.path.exists({orphaned!r}):", "    os._exit(0)"]))
+    open(orphaned, "w").close()
+    orphan = subprocess.Popen(stage.command(), cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert orphan.stdout.readline().strip() == "locked"
+        os.makedirs(root)
+        evidence.record(root, stage.name, {"status": "running", "pid": None, "child": orphan.pid})
+        evidence.run_stages(root, [stage])
+        assert (f"train/seed0: the trainer a killed campaign started for it (process {orphan.pid}) still runs: "
+                f"stop it (kill {orphan.pid}), then run again; skipped") in capsys.readouterr().out
+        assert evidence.stage_status(evidence.read_state(root)[stage.name]) == "interrupted"
+        orphan.kill()
+        orphan.wait()
+        os.remove(orphaned)
+        evidence.run_stages(root, [stage])
+        assert evidence.read_state(root)[stage.name]["status"] == "done"
+    finally:
+        orphan.kill()
+        runs.release_run_folders()
+
+
+def test_a_reattack_waits_for_the_training_stage_that_saves_its_model(tmp_path, capsys):
+    from great_tf import runs
+
+    root = str(tmp_path)
+    stages = {s.name: s for s in evidence.stages(root, 1)}
+    reattack = stages["defense-mnist/seed0/great/eps0.3"]
+    folder = evidence.defense_dir(root, "mnist", 0)
+    assert reattack.waits_for == "defense-mnist/seed0"
+    assert set(reattack.reads) == {os.path.join(folder, m, "model.keras") for m in ("great", "baseline")}
+    full = {s.name: s for s in evidence.stages(root, 1, "full", str(tmp_path))}  # the full-set campaign too
+    assert full["defense-cifar10/seed0/great/eps8of255"].waits_for == "defense-cifar10/seed0"
+    try:
+        # Its training stage has not run: the re-attack is not run, and not failed either.
+        evidence.run_stages(root, [reattack])
+        assert (f"defense-mnist/seed0/great/eps0.3: waits for defense-mnist/seed0 "
+                f"({os.path.join(folder, 'baseline', 'model.keras')} is not there yet), skipped") in capsys.readouterr().out
+        assert "defense-mnist/seed0/great/eps0.3" not in evidence.read_state(root)
+        # Once the models are there, it runs (here a fake stage with the same inputs).
+        fake = evidence.Stage("reattack", "platform", (), reads=reattack.reads, waits_for=reattack.waits_for)
+        for path in fake.reads:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").close()
+        evidence.run_stages(root, [fake])
+        assert evidence.read_state(root)["reattack"]["status"] == "done"
+    finally:
+        runs.release_run_folders()
+
+
+def test_the_campaign_exits_non_zero_naming_the_stages_that_failed(tmp_path, monkeypatch, capsys):
+    from trainers import evidence as evidence_cli
+    from trainers import flags
+
+    root = str(tmp_path)
+    ok, bad = evidence.Stage("ok/seed0", "platform", ()), evidence.Stage("bad/seed0", "great_tf_no_such_module", ())
+    waiting = evidence.Stage("later", "platform", (), reads=(str(tmp_path / "nothing"),), waits_for="ok/seed0")
+    chosen = []
+    monkeypatch.setattr(evidence, "stages", lambda *args: chosen)
+    chosen[:] = [ok]
+    assert [s.name for s in evidence_cli.main(["--root", root])] == ["ok/seed0"]  # all done: exit 0
+    chosen[:] = [ok, bad, waiting]
+    with pytest.raises(SystemExit) as exit_info:
+        flags.run_cli(evidence_cli.main, ["--root", root])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: 1 of 3 stages failed (bad/seed0); 1 more not done: see their logs in {root}/logs, then run "
+        "again with --rerun-failed"]
+    chosen[:] = [ok, waiting]  # nothing failed, but not everything is done
+    with pytest.raises(GreatError, match=r"1 of 2 stages are not done \(later\)"):
+        evidence_cli.main(["--root", root])
+
+
+def test_an_interrupted_campaign_names_the_command_that_continues_it(tmp_path):
+    root = str(tmp_path / "root")
+    argv = ["--root", root, "--only", "slow/seed0"]
+    # `python -m trainers.evidence ARGV` with a fake stage in place of the campaign's (no TensorFlow).
+    script = "\n".join([
+        "import runpy, sys", "from great_tf import evidence",
+        f"evidence.stages = lambda *args: [evidence.{sleeping_stage('slow/seed0', 'pass')!r}]",
+        f"sys.argv = ['trainers/evidence.py', *{argv!r}]", "runpy.run_module('trainers.evidence', run_name='__main__')"])
+    campaign = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: evidence.read_state(root).get("slow/seed0", {}).get("child"), 60.0)
+        campaign.send_signal(2)  # SIGINT, as Ctrl-C
+        err = campaign.communicate(timeout=60)[1].strip().splitlines()
+    finally:
+        campaign.kill()
+    assert campaign.returncode == 130
+    assert err == [f"interrupted: run `python -m trainers.evidence --root {root} --only slow/seed0` again to "
+                   "continue (finished stages are kept, the interrupted one resumes from its last finished epoch)"]
+    assert evidence.read_state(root)["slow/seed0"]["status"] == "interrupted"
+
+
+def corrupt(path, text="{"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def a_finished_run(root):
+    write_result(os.path.join(evidence.defense_dir(root, "mnist", 0), "great"), {"method": "great", "AA": 1.0})
+
+
+BAD_PATHS = {
+    "corrupt campaign.json": lambda t: (["--list"], corrupt(str(t / "root" / "campaign.json"))),
+    "campaign.json not an object": lambda t: (["--list"], corrupt(str(t / "root" / "campaign.json"), "[1]")),
+    "corrupt result.json": lambda t: (["--report", str(t / "docs" / "results")],
+                                      corrupt(os.path.join(evidence.defense_dir(str(t / "root"), "mnist", 0),
+                                                           "baseline", "result.json"))),
+    "corrupt archived result": lambda t: (["--list", "--archive", str(t / "archive")],
+                                          corrupt(str(t / "archive" / "distill" / "seed0" / "result.json"))),
+    "corrupt archived campaign.json": lambda t: (["--list", "--archive", str(t / "archive")],
+                                                 corrupt(str(t / "archive" / "campaign.json"))),
+    "root is a file": lambda t: ([], corrupt(str(t / "root"), "")),
+    "root under a file": lambda t: (["--root", str(t / "file" / "root")], corrupt(str(t / "file"), "")),
+    "report under a file": lambda t: (["--report", str(t / "file" / "results")], corrupt(str(t / "file"), "")),
+    "archive is a file": lambda t: (["--archive", str(t / "archive")], corrupt(str(t / "archive"), "")),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PATHS))
+def test_a_corrupt_or_unusable_path_ends_in_one_line(tmp_path, case, capsys):
+    from trainers import evidence as evidence_cli
+    from trainers import flags
+
+    if "report" in case or "result.json" in case:  # the report refuses a root where nothing finished
+        a_finished_run(str(tmp_path / "root"))
+    flags_given, bad = BAD_PATHS[case](tmp_path)
+    argv = ["--root", str(tmp_path / "root"), "--only", "mtl/seed0", *flags_given]
+    with pytest.raises(SystemExit) as exit_info:
+        flags.run_cli(evidence_cli.main, argv)
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert bad in err[0] or os.path.dirname(bad) in err[0], err[0]
+
+
+def test_a_report_of_a_root_where_nothing_finished_is_refused_and_leaves_the_page_alone(tmp_path):
+    stem = tmp_path / "docs" / "results"
+    stem.parent.mkdir()
+    (tmp_path / "docs" / "results.md").write_text("the real results\n")
+    empty = str(tmp_path / "mistyped")
+    (tmp_path / "started").mkdir()
+    evidence.record(str(tmp_path / "started"), "mtl/seed0", {"status": "interrupted"})
+    for root in (empty, str(tmp_path / "started")):
+        with pytest.raises(GreatError, match=f"no stage of the campaign in {root} has finished"):
+            report.write_report(root, 3, str(stem))
+    assert (tmp_path / "docs" / "results.md").read_text() == "the real results\n"
+    assert not (tmp_path / "docs" / "results.json").exists()
+
+
 # -- the claims the sweeps decide ----------------------------------------------------------------
 
 def write_distill_sweep(root, regime, scores):

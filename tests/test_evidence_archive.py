@@ -156,7 +156,7 @@ def test_the_campaign_archives_each_stage_as_it_finishes(tmp_path, monkeypatch):
     # The next stage finds the first one's result in the archive already (a machine lost while it
     # runs loses only it).
     check = evidence.Stage("distill/seed1", "timeit", ("-n", "1", "-r", "1", f"assert open({archived!r})"))
-    monkeypatch.setattr(evidence, "stages", lambda root, seeds: [stage, check])
+    monkeypatch.setattr(evidence, "stages", lambda root, seeds, *campaign: [stage, check])
     evidence_cli.main(["--root", root, "--archive", dest])
     assert evidence.read_state(root)["distill/seed1"]["status"] == "done"
     assert read_json(archived) == {"method": "great", "test accuracy": 50.0}
@@ -182,3 +182,26 @@ def test_a_sweep_restored_on_a_new_machine_runs_only_the_trials_it_had_not_finis
     tuner.search(verbose=0)
     assert ran[0] == first[3] and len(ran) == 3  # the cut-off trial again, then the two never started
     assert len({tuple(t.hyperparameters.values.values()) for t in tuner.oracle.trials.values()}) == 6
+
+
+def test_a_figure_whose_curves_are_lost_is_archived_and_a_report_from_the_archive_alone_has_it(tmp_path):
+    """The students' curves were lost with a machine before scalars.json was kept: the figure drawn
+    from them then survives only as drawn, and the archive must keep that too."""
+    from great_tf import runs
+
+    old, dest, new = str(tmp_path / "old"), str(tmp_path / "archive"), str(tmp_path / "new")
+    student = os.path.join(evidence.distill_dir(old, 0), "cnn5_100pct", "great")
+    write_json(os.path.join(student, "result.json"), {"method": "great", "test accuracy": 50.0})  # no curves
+    evidence.record(old, "distill/seed0", {"status": "done", "seconds": 60.0})
+    drawn = tmp_path / "docs" / "figures" / "distill_training.png"
+    drawn.parent.mkdir(parents=True)
+    drawn.write_bytes(b"\x89PNG drawn on the machine that is gone")
+    report.write_report(old, 1, str(tmp_path / "docs" / "results"))
+    archive.archive(old, dest)
+    assert os.path.join("figures", "distill_training.png") in archive.kept_files(dest)
+    try:
+        evidence_cli.main(["--root", new, "--archive", dest, "--seeds", "1", "--report", str(tmp_path / "elsewhere" / "results")])
+    finally:
+        runs.release_run_folders()
+    assert (tmp_path / "elsewhere" / "figures" / "distill_training.png").read_bytes() == drawn.read_bytes()
+    assert "![distill_training.png](figures/distill_training.png)" in (tmp_path / "elsewhere" / "results.md").read_text()

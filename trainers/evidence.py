@@ -13,17 +13,23 @@ methods are kept by `--resume-if-present`). `<root>/campaign.json` keeps each st
 wall-clock time. With `--archive runs/evidence` the small files of every finished stage are kept in
 the repository as well, and a campaign on a new machine starts from them
 (`great_tf.evidence_archive`). The tables are `great_tf.evidence` (docs/design.md#evidence).
+
+One campaign process runs on a root at a time (a second is refused in one line); a killed
+campaign takes its trainer with it. The command exits 0 when every selected stage is done, and
+otherwise ends in one line naming the stages that failed (`--rerun-failed` runs them again) or
+are not done yet (a re-attack waits for the training stage that saves its model).
 """
 
 import os
+import shlex
 import signal
+import sys
 
 from trainers import flags
 
 
 def main(argv=None):
     from great_tf import evidence
-    from great_tf.evidence_archive import archive_into, restore_from
 
     parser = flags.OneLineParser(prog="python -m trainers.evidence",
                                  description="The medium-preset evidence runs of docs/results.md.")
@@ -55,19 +61,61 @@ def main(argv=None):
         parser.error("--report is written from the subset campaign only so far")
     all_stages = evidence.stages(args.root, args.seeds, args.campaign, args.data_dir)
     stages = evidence.select_stages(all_stages, args.only)
-    if args.archive:
-        restore_from(args.archive, args.root)
+    if not (args.list or args.report):  # they only read the campaign's state
+        evidence.lock_root(args.root)  # before the restore writes into it
+    keep = archiver(args.archive, args.root)
     if args.report:
-        archive_into(args.archive, args.root)
-        return evidence.write_report(args.root, args.seeds, args.report)
+        text = evidence.write_report(args.root, args.seeds, args.report)
+        keep()  # with the figures the report keeps of lost curves
+        return text
     if args.list:
         return evidence.print_stages(args.root, stages)
     stop_cleanly_on_signals()
     try:
-        return evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed, all_stages=all_stages,
-                                   after_each=lambda: archive_into(args.archive, args.root))
+        evidence.run_stages(args.root, stages, rerun_failed=args.rerun_failed, all_stages=all_stages,
+                            after_each=keep)
     finally:
-        archive_into(args.archive, args.root)
+        keep()
+    check_all_done(args.root, stages)
+    return stages
+
+
+def archiver(dest, root):
+    """With an archive folder `dest`: restores from it what `root` lacks, and returns the function
+    that archives root's finished stages into it; without one, a function that does nothing (the
+    archive's module imports TensorFlow, for the curves, which a campaign does not need)."""
+    if not dest:
+        return lambda: None
+    from great_tf.evidence_archive import archive_into, restore_from
+
+    restore_from(dest, root)
+    return lambda: archive_into(dest, root)
+
+
+def check_all_done(root, stages):
+    """A one-line error (exit 2) naming the stages that failed, or else those not done (waiting
+    for another stage, say): the campaign exits 0 only when every selected stage is done."""
+    from great_tf import evidence
+    from great_tf.errors import GreatError
+
+    failed, left = evidence.unfinished(root, stages)
+    if failed:
+        more = f"; {len(left)} more not done" if left else ""
+        raise GreatError(f"{len(failed)} of {len(stages)} stages failed ({names(failed)}){more}: see their "
+                         f"logs in {os.path.join(root, 'logs')}, then run again with --rerun-failed")
+    if left:
+        raise GreatError(f"{len(left)} of {len(stages)} stages are not done ({names(left)}): each says why "
+                         f"above; run again to continue")
+
+
+def names(stages, shown=5):
+    return ", ".join(stages[:shown]) + (f", ... ({len(stages) - shown} more)" if len(stages) > shown else "")
+
+
+def resume_hint(argv):
+    """What an interrupted campaign says: the command that continues it."""
+    return (f"run `python -m trainers.evidence {shlex.join(argv)}` again to continue (finished stages "
+            f"are kept, the interrupted one resumes from its last finished epoch)")
 
 
 def stop_cleanly_on_signals():
@@ -79,4 +127,4 @@ def stop_cleanly_on_signals():
 
 
 if __name__ == "__main__":
-    flags.run_cli(main)
+    flags.run_cli(main, resume_hint=resume_hint(sys.argv[1:]))
