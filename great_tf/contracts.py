@@ -62,11 +62,11 @@ def input_shape(network):
 
 
 def outputs_probabilities(network, shape=None, batch=2):
-    """True if the network's outputs (inference mode) on a random batch of per-example `shape`
-    (default: its own input shape) are probability rows. False where that cannot be known: one
-    output unit, or no input shape. A local generator draws the batch: the global random state
-    is left alone."""
-    shape = shape or input_shape(network)
+    """True if the network's outputs (inference mode) on a random batch are probability rows.
+    The batch has the network's own input shape, or per-example `shape` where it has none (a
+    subclassed model). False where that cannot be known: one output unit, or no shape. A local
+    generator draws the batch: the global random state is left alone."""
+    shape = input_shape(network) or shape
     if shape is None or (output_shape(network) or (2,))[-1] < 2:
         return False
     x = np.random.default_rng(0).random((batch, *shape)).astype(network.compute_dtype)
@@ -76,8 +76,7 @@ def outputs_probabilities(network, shape=None, batch=2):
 
 def require_logits(network, role, shape=None):
     """Refuses a network that ends in a softmax or a sigmoid, or outputs probability rows on a
-    random batch (of per-example `shape`, default its own input shape; for a subclassed network,
-    pass the shape of the data it reads)."""
+    random batch (`shape`: the per-example shape of the data a subclassed network reads)."""
     activation = final_activation(network)
     if activation in PROBABILITY_ACTIVATIONS:
         what = f"ends in a {activation}"
