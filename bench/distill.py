@@ -52,7 +52,7 @@ def make_models(args):
         student = build_network(args.student, shape, classes, width)
         disc = build_discriminator(args.student, shape, width) if method == "great" else None
         models[method] = distill.compile_distiller(
-            distill.build_distiller(method, student, teacher, disc), 100, 10)
+            distill.build_distiller(method, teacher, student, disc), 100, 10)
     from great_tf.models.resnet import check_onednn_batch
 
     for model in models.values():

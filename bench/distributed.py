@@ -74,7 +74,7 @@ def build(trainer, width):
         teacher = models.resnet18((SIZE, SIZE, 3), CLASSES, width, name="teacher")
         student = models.cnn5((SIZE, SIZE, 3), CLASSES, 32)
         disc = models.cnn5_discriminator((SIZE, SIZE, 3), 32)
-        model = distill.build_distiller("great", student, teacher, disc)
+        model = distill.build_distiller("great", teacher, student, disc)
         return distill.compile_distiller(model, 100, 1), (x, y)
     return defense.build_defense("great+ce", (SIZE, SIZE, 3), CLASSES, width, 100, 1), (x, y)
 

@@ -14,11 +14,19 @@ they would otherwise each repeat: the named optimizers given to `compile` (with 
 loss scaling), the metric trackers behind `metrics`/`logs`, data unpacking and `test_step`. A
 subclass declares which variables each optimizer trains (`optimizer_variables`) and writes its
 `train_step`; `fit`, callbacks, TensorBoard, checkpoints and keras-tuner then work unchanged.
+
+Saving: a wrapper is built at construction (its sub-networks are), so weights-only checkpoints and
+`BackupAndRestore` work before it is ever called, and `get_config` saves the constructor's
+arguments (sub-networks, numbers, schedules) read off the attributes of the same name, so a
+`.keras` file reloads the whole wrapper, compiled with all its optimizers.
 """
+
+import inspect
 
 import keras
 import tensorflow as tf
 
+from great_tf.errors import GreatError
 from great_tf.layers import reverse_gradient
 from great_tf.precision import loss_scaled
 
@@ -48,13 +56,24 @@ class GreatModel(keras.Model):
       keyword arguments of `compile` defaulting to Adam;
     - register metric trackers with `self.track(...)`; those named `train_*` or registered with
       `train_only=True` are left out of `evaluate`;
-    - write `train_step` (and `evaluate_batch` for `test_step`).
+    - write `train_step` (and `evaluate_batch` for `test_step`);
+    - keep every argument of `__init__` as an attribute of the same name (`get_config` saves
+      them; sub-networks, numbers, strings, registered schedules and `Task`s serialize).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A saved wrapper names its class (great_tf>GreatMTL): `load_model` finds it registered.
+        keras.saving.register_keras_serializable(package=cls.__module__.split(".")[0])(cls)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._trackers = {}
         self._train_only = set()
+        # The sub-networks come built and the wrapper itself is never called by its train_step,
+        # so Keras would never mark it built: weights-only checkpoints and BackupAndRestore
+        # refuse an unbuilt model.
+        self.built = True
 
     # -- metrics ---------------------------------------------------------------------------------
     def track(self, *metrics, train_only=False):
@@ -86,7 +105,7 @@ class GreatModel(keras.Model):
 
     # -- structure -------------------------------------------------------------------------------
     def build(self, input_shape=None):
-        pass  # every sub-network is built at construction
+        pass  # every sub-network is built at construction, and so is the wrapper (`__init__`)
 
     @property
     def network_variables(self):
@@ -115,6 +134,50 @@ class GreatModel(keras.Model):
                 opt = loss_scaled(extra[name] or "adam", self)
                 opt.build(variables)
             setattr(self, name, opt)
+
+    # -- saving ----------------------------------------------------------------------------------
+    def constructor_arguments(self):
+        """{name: value} of every named argument of `__init__`, read off `self.<name>`."""
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in parameters
+                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        missing = [name for name in names if not hasattr(self, name)]
+        if missing:
+            raise GreatError(f"{type(self).__name__} cannot be saved: keep its constructor "
+                             f"argument {missing[0]!r} as self.{missing[0]} (get_config saves "
+                             f"every argument of __init__ from the attribute of the same name)")
+        return {name: getattr(self, name) for name in names}
+
+    def get_config(self):
+        config = super().get_config()  # name, trainable, dtype
+        for name, value in self.constructor_arguments().items():
+            try:
+                config[name] = keras.saving.serialize_keras_object(value)
+            except (TypeError, ValueError, NotImplementedError) as err:
+                raise GreatError(
+                    f"{type(self).__name__} cannot be saved: its {name} ({type(value).__name__}) "
+                    f"is not serializable ({str(err).strip().splitlines()[0][:120]}); pass a "
+                    f"number, a Keras model or a registered schedule such as "
+                    f"great_tf.schedules.PolyRamp") from None
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**{name: keras.saving.deserialize_keras_object(value, custom_objects=custom_objects)
+                      for name, value in config.items()})
+
+    def get_compile_config(self):
+        """Keras' compile configuration with every extra optimizer (`optimizer_variables`), so
+        that a loaded `.keras` wrapper continues training on the same optimizers."""
+        config = super().get_compile_config()
+        if config:
+            config.update({name: keras.saving.serialize_keras_object(getattr(self, name))
+                           for name in self.optimizer_variables() if getattr(self, name, None)})
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**{name: value for name, value in config.items() if value is not None})
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate_batch(self, x, y):

@@ -1,8 +1,10 @@
-"""Loading `.keras` files that hold great_tf's layers, in a fresh process.
+"""Loading `.keras` files that hold great_tf's layers or whole wrappers, in a fresh process.
 
-A saved model names its classes (`great_tf>ExactBatchNorm`, `great_tf>GAL`, ...); Keras finds them
-only once the modules that register them have been imported, which a fresh process evaluating or
-distilling from a saved model has not done.
+A saved model names its classes (`great_tf>ExactBatchNorm`, `great_tf>GAL`, `great_tf>GreatMTL`,
+...); Keras finds them only once the modules that register them have been imported, which a fresh
+process evaluating, distilling from or resuming a saved model has not done. A wrapper
+(`GreatDefense`, a distiller, a multi-task model) saves with `model.save("x.keras")` and reloads
+with `load_model("x.keras", compile=True)`, its optimizers and their state included.
 """
 
 import importlib
@@ -10,13 +12,15 @@ import importlib
 import keras
 
 # Every module with a `keras.saving.register_keras_serializable` class (tests/test_saving.py checks).
-REGISTERING_MODULES = ("great_tf.layers", "great_tf.models.normalization", "great_tf.mtl.base",
-                       "great_tf.mtl.dense_metrics", "great_tf.mtl.methods.dbmtl", "great_tf.mtl.tasks",
-                       "great_tf.precision", "great_tf.schedules")
+REGISTERING_MODULES = ("great_tf.core", "great_tf.layers", "great_tf.models.normalization",
+                       "great_tf.mtl.base", "great_tf.mtl.dense_metrics", "great_tf.mtl.methods.dbmtl",
+                       "great_tf.mtl.tasks", "great_tf.precision", "great_tf.schedules")
+# The packages that define every `GreatModel` subclass (each registers itself, great_tf/core.py).
+WRAPPER_MODULES = ("great_tf.defense", "great_tf.distill.objectives", "great_tf.mtl.methods")
 
 
 def register_custom_objects():
-    for name in REGISTERING_MODULES:
+    for name in REGISTERING_MODULES + WRAPPER_MODULES:
         importlib.import_module(name)
 
 

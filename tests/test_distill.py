@@ -75,10 +75,10 @@ def tiny_great_pair():
 
 def test_great_student_gradient_matches_float64_finite_differences(float64):
     x, y, student, teacher, disc = tiny_great_pair()
-    model = distill.GreatDistiller(student, teacher, disc, alpha=0.3)
+    model = distill.GreatDistiller(teacher, student, disc, alpha=0.3)
     grads, _, _ = model.student_gradients(x, y)
     # The reversed term must matter: the gradient differs from the plain CE gradient's share.
-    ce_only = distill.GreatDistiller(student, teacher, disc, alpha=0.0).student_gradients(x, y)[0]
+    ce_only = distill.GreatDistiller(teacher, student, disc, alpha=0.0).student_gradients(x, y)[0]
     assert max(float(tf.reduce_max(tf.abs(g - 0.7 * c))) for g, c in zip(grads, ce_only)) > 1e-6
     finite_difference_check(student.trainable_variables, grads,
                             lambda: great_objective(student, teacher, disc, x, y, 0.3))
@@ -86,7 +86,7 @@ def test_great_student_gradient_matches_float64_finite_differences(float64):
 
 def test_great_discriminator_gradient_matches_finite_differences(float64):
     x, y, student, teacher, disc = tiny_great_pair()
-    model = distill.GreatDistiller(student, teacher, disc, alpha=0.3)
+    model = distill.GreatDistiller(teacher, student, disc, alpha=0.3)
     _, disc_grads, _, _ = model.great_gradients(x, y)
 
     def disc_objective():
@@ -102,7 +102,7 @@ def test_great_discriminator_gradient_matches_finite_differences(float64):
 def test_sobolev_student_gradient_matches_float64_finite_differences(float64):
     x, y = tiny_data(dtype="float64")
     student, teacher = tiny_cnn5(1), tiny_cnn5(2)
-    model = distill.SobolevStudent(student, teacher, alpha=0.4)
+    model = distill.SobolevStudent(teacher, student, alpha=0.4)
     grads, _, _ = model.student_gradients(x, y)
     finite_difference_check(student.trainable_variables, grads,
                             lambda: sobolev_objective(student, teacher, x, y, 0.4))
@@ -116,7 +116,7 @@ def test_teacher_receives_no_update_and_the_others_do():
     student_before = [v.numpy().copy() for v in student.trainable_variables]
     disc_before = [v.numpy().copy() for v in disc.trainable_variables]
     for method in ("great", "sobolev", "distill"):
-        model = distill.build_distiller(method, student, teacher, disc)
+        model = distill.build_distiller(method, teacher, student, disc)
         model.compile(optimizer=keras.optimizers.Adam(1e-2),
                       **({"discriminator_optimizer": keras.optimizers.Adam(1e-2)}
                          if method == "great" else {}))
@@ -150,7 +150,8 @@ def test_discriminator_losses_on_known_logits():
 def test_discriminator_loss_accuracy_and_gradient_in_a_step(bias):
     x, y = tiny_data(n=4)
     disc = constant_discriminator((6, 6, 2), bias)
-    model = distill.GreatDistiller(tiny_cnn5(1), tiny_cnn5(2), disc, alpha=0.1)
+    model = distill.GreatDistiller(teacher=tiny_cnn5(2), student=tiny_cnn5(1), discriminator=disc,
+                                   alpha=0.1)
     _, disc_grads, _, tracked = model.great_gradients(x, y)
     sigmoid = 1 / (1 + np.exp(-bias))
     expected_loss = -np.log(sigmoid) - np.log(1 - sigmoid)
@@ -185,7 +186,7 @@ def test_hinton_loss_against_a_hand_computation():
 def test_hinton_distiller_objective_is_the_batch_mean_of_the_hand_loss():
     x, y = tiny_data(n=4)
     student, teacher = tiny_cnn5(1), tiny_cnn5(2)
-    model = distill.HintonDistiller(student, teacher, alpha=0.5, temperature=3.0)
+    model = distill.HintonDistiller(teacher, student, alpha=0.5, temperature=3.0)
     loss, logits, _ = model.objective(x, y, tf.constant(4.0))
     expected = distill.hinton_loss(y, logits, teacher(x, training=False), 0.5, 3.0)
     np.testing.assert_allclose(float(loss), float(tf.reduce_mean(expected)), rtol=1e-5)
@@ -202,12 +203,12 @@ def test_sobolev_term_is_zero_when_student_equals_teacher():
     teacher = dense_net(0)
     student = keras.models.clone_model(teacher)
     student.set_weights(teacher.get_weights())
-    model = distill.SobolevStudent(student, teacher, alpha=0.5)
+    model = distill.SobolevStudent(teacher, student, alpha=0.5)
     loss, logits, tracked = model.objective(x, y, tf.constant(4.0))
     np.testing.assert_allclose(tracked[model.sobolev_tracker], np.zeros(4), atol=1e-12)
     np.testing.assert_allclose(float(loss), 0.5 * float(tf.reduce_mean(distill.cross_entropy(y, logits))),
                                rtol=1e-6)
-    other = distill.SobolevStudent(dense_net(1), teacher, alpha=0.5)
+    other = distill.SobolevStudent(teacher, dense_net(1), alpha=0.5)
     assert float(tf.reduce_min(other.objective(x, y, tf.constant(4.0))[2][other.sobolev_tracker])) > 0
 
 
@@ -215,7 +216,7 @@ def test_input_gradients_are_per_example():
     """g depends on an example alone, not on the batch it came in (summed, not mean, loss)."""
     x, y = tiny_data(n=4)
     teacher = dense_net(0)
-    model = distill.CrossEntropyStudent(dense_net(1), teacher)
+    model = distill.CrossEntropyStudent(teacher, dense_net(1))
     full = model.teacher_input_gradients(x, y)
     half = model.teacher_input_gradients(x[:2], y[:2])
     np.testing.assert_allclose(full[:2], half, rtol=1e-5, atol=1e-8)
@@ -223,9 +224,9 @@ def test_input_gradients_are_per_example():
 
 def test_methods_need_a_teacher_and_known_names():
     with pytest.raises(distill.GreatError, match="needs a teacher"):
-        distill.build_distiller("distill", dense_net(0))
+        distill.build_distiller("distill", None, dense_net(0))
     with pytest.raises(distill.GreatError, match="unknown method"):
-        distill.build_distiller("kd", dense_net(0))
+        distill.build_distiller("kd", None, dense_net(0))
 
 
 def test_load_teacher_errors(tmp_path):
@@ -247,10 +248,111 @@ def test_a_frozen_network_evaluates_on_float64_batches():
     keras.utils.set_random_seed(0)
     teacher = cnn5((8, 8, 3), 3, width=4, hidden=8)
     teacher.trainable = False
-    model = distill.CrossEntropyStudent(teacher)
+    model = distill.CrossEntropyStudent(student=teacher)
     model.compile()
     rng = np.random.default_rng(0)
     x, y = rng.random((6, 8, 8, 3)), rng.integers(0, 3, 6)
     logs = model.evaluate(x, y, batch_size=3, return_dict=True, verbose=0)
     expected = np.mean(np.argmax(teacher(x.astype("float32")).numpy(), -1) == y)
     assert logs["accuracy"] == pytest.approx(expected)
+
+
+# -- a Keras user's calls: keras.distillation.Distiller's order, logits checked --------------------
+
+def user_net(seed, units=3, activation=None):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Flatten(),
+                             keras.layers.Dense(5, activation="tanh"),
+                             keras.layers.Dense(units, activation=activation)])
+
+
+@pytest.mark.parametrize("method", ["distill", "sobolev", "great", "baseline"])
+def test_teacher_first_as_in_keras_is_the_teacher(method):
+    teacher, student, disc = user_net(0), user_net(1), user_net(2, units=1)
+    model = distill.method_class(method)(teacher, student, *([disc] if method == "great" else []))
+    assert model.student is student and model.teacher is teacher
+    assert teacher.trainable is False and student.trainable_variables
+
+
+@pytest.mark.parametrize("call", ["positional", "keywords"])
+def test_a_keras_order_call_trains_the_student_and_leaves_the_teacher_frozen(call):
+    x, y = tiny_data(n=8)
+    teacher, student = user_net(0), user_net(1)
+    if call == "positional":
+        model = distill.HintonDistiller(teacher, student, 0.5, 2.0)
+    else:
+        model = distill.HintonDistiller(student=student, teacher=teacher, alpha=0.5, temperature=2.0)
+    teacher_before = [w.numpy().copy() for w in teacher.weights]
+    student_before = [w.numpy().copy() for w in student.weights]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for before, w in zip(teacher_before, teacher.weights, strict=True):
+        np.testing.assert_array_equal(before, w.numpy())
+    assert all(not np.array_equal(before, w.numpy())
+               for before, w in zip(student_before, student.weights, strict=True))
+
+
+def test_a_distiller_needs_a_student_and_two_networks():
+    with pytest.raises(distill.GreatError,
+                       match=r"got no student: pass CrossEntropyStudent\(teacher, student"):
+        distill.CrossEntropyStudent(user_net(0))  # the student alone, in the old order
+    net = user_net(0)
+    with pytest.raises(distill.GreatError, match="same network as teacher and student"):
+        distill.HintonDistiller(net, net)
+
+
+class SoftmaxNet(keras.Model):
+    """A subclassed teacher whose call ends in a softmax: no last layer to read."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, x, training=False):
+        return tf.nn.softmax(self.dense(keras.ops.reshape(x, (-1, 72))))
+
+
+def functional_softmax_teacher():
+    inputs = keras.Input((6, 6, 2))
+    return keras.Model(inputs, keras.layers.Lambda(keras.ops.softmax)(user_net(0)(inputs)))
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: distill.HintonDistiller(user_net(0, activation="softmax"), user_net(1)),
+     r"the teacher \(\w+\) ends in a softmax: great_tf's losses need logits"),
+    (lambda: distill.HintonDistiller(functional_softmax_teacher(), user_net(1)),
+     r"the teacher \(\w+\) outputs probabilities \(every row sums to 1\)"),
+    (lambda: distill.SobolevStudent(user_net(0), user_net(1, activation="sigmoid")),
+     r"the student \(\w+\) ends in a sigmoid"),
+    (lambda: distill.GreatDistiller(user_net(0), user_net(1), user_net(2, 1, "sigmoid")),
+     r"the discriminator \(\w+\) ends in a sigmoid"),
+    (lambda: distill.GreatDistiller(user_net(0), user_net(1), user_net(2, units=2)),
+     r"the discriminator \(\w+\) outputs shape \(2,\) per example: it needs one output unit"),
+])
+def test_probability_outputs_and_a_wide_discriminator_are_refused_in_one_line(build, message):
+    with pytest.raises(distill.GreatError, match=message) as err:
+        build()
+    assert "\n" not in str(err.value)
+
+
+def test_a_subclassed_probability_teacher_is_probed_on_the_students_input_shape():
+    with pytest.raises(distill.GreatError, match=r"the teacher \(\w+\) outputs probabilities"):
+        distill.HintonDistiller(SoftmaxNet(), user_net(1))
+
+
+def test_a_subclassed_discriminator_with_two_units_is_refused_at_the_first_step():
+    """No output shape before it is called: the first step's trace (Python) checks it."""
+
+    class TwoUnits(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x, training=False):
+            return self.dense(keras.ops.reshape(x, (-1, 72)))
+
+    x, y = tiny_data(n=4)
+    model = distill.GreatDistiller(user_net(0), user_net(1), TwoUnits())
+    model.compile()
+    with pytest.raises(distill.GreatError, match="outputs shape .2,. per example: it needs one"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)

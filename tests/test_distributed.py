@@ -72,7 +72,7 @@ def build_great_distiller():
     teacher = conv_net(CLASSES, name="teacher")
     student = conv_net(CLASSES, name="student")
     discriminator = conv_net(1, "leaky_relu", "discriminator")
-    model = distill.GreatDistiller(student, teacher, discriminator, alpha=0.3)
+    model = distill.GreatDistiller(teacher, student, discriminator, alpha=0.3)
     model.compile(optimizer=sgd(), discriminator_optimizer=sgd())
     return model
 

@@ -147,12 +147,12 @@ def test_the_odd_batch_guard_covers_every_resnet_of_a_run():
     student = models.cnn5((32, 32, 3), 10, width=4)
     narrow_teacher = models.resnet18((32, 32, 3), 10, width=4)
     with pytest.raises(GreatError, match="stage2_0_proj_conv"):
-        check(distill.build_distiller("baseline", student, narrow_teacher, None), 5)
+        check(distill.build_distiller("baseline", narrow_teacher, student, None), 5)
     wide_teacher = models.resnet18((32, 32, 3), 10, width=16)
     disc = models.resnet11_discriminator((32, 32, 3), 4)
     with pytest.raises(GreatError, match="block1_proj_conv"):
-        check(distill.build_distiller("great", models.cnn5((32, 32, 3), 10, width=4), wide_teacher, disc), 9)
-    check(distill.build_distiller("baseline", models.cnn5((32, 32, 3), 10, width=4), wide_teacher, None), 9)
+        check(distill.build_distiller("great", wide_teacher, models.cnn5((32, 32, 3), 10, width=4), disc), 9)
+    check(distill.build_distiller("baseline", wide_teacher, models.cnn5((32, 32, 3), 10, width=4), None), 9)
     # Even batches, even per replica, pass; 9 over 2 replicas is 4 and 5.
     check(narrow_teacher, 8)
     check(narrow_teacher, 8, replicas=2)

@@ -82,7 +82,7 @@ def build_distill(initial_scale=2.0**10):
     this batch of 4 (training-mode BatchNorm): the first step would be skipped."""
     keras.utils.set_random_seed(0)
     student, teacher = cnn5((6, 6, 2), 3, width=2, hidden=4), cnn5((6, 6, 2), 3, width=2, hidden=4)
-    model = build_distiller("great", student, teacher, cnn5_discriminator((6, 6, 2), width=2, hidden=4))
+    model = build_distiller("great", teacher, student, cnn5_discriminator((6, 6, 2), width=2, hidden=4))
 
     def optimizer():
         if is_mixed():

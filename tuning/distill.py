@@ -116,7 +116,7 @@ def make_hypermodel(method, args, data, train, val, teacher):
             def build_trial():
                 student = build_network(args.student, data.input_shape, data.num_classes, width)
                 disc = build_discriminator(args.student, data.input_shape, width) if method == "great" else None
-                model = distill.build_distiller(method, student, teacher, disc, **params)
+                model = distill.build_distiller(method, teacher, student, disc, **params)
                 return distill.compile_distiller(model, steps, args.epochs)
 
             return flags.build_in_scope(args, build_trial)

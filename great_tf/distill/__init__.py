@@ -2,9 +2,10 @@
 
 Every objective is one file in `great_tf/distill/objectives/` with a `Distiller` subclass that
 sets `method` (docs/design.md#distillation): "baseline" (cross-entropy), "distill" (Hinton),
-"sobolev", "great". Like `keras.distillation.Distiller`, a distiller takes the student and the
-(frozen) teacher, `call` is the student and `compile(optimizer=...)` trains it; unlike Keras', the
-objective sees the inputs `x`, which gradient matching (Sobolev, GREAT) needs.
+"sobolev", "great". Like `keras.distillation.Distiller`, a distiller takes the (frozen) teacher and
+the student, in that order (`HintonDistiller(teacher, student)`, keywords too), `call` is the student
+and `compile(optimizer=...)` trains it; unlike Keras', the objective sees the inputs `x`, which
+gradient matching (Sobolev, GREAT) needs.
 """
 
 from great_tf.distill.base import (DEFAULT_ALPHA, DEFAULT_TEMPERATURE, Distiller, available_methods,

@@ -1,6 +1,7 @@
 """The distiller every objective extends, the objective registry and the paper's optimiser.
 
-A `Distiller` trains `student` (what `call` runs) against a frozen `teacher`. An objective is a
+A `Distiller(teacher, student, ...)` trains `student` (what `call` runs) against a frozen
+`teacher`, the order of `keras.distillation.Distiller`. An objective is a
 subclass in its own file under `great_tf/distill/objectives/` that sets `method` (that registers
 it) and writes ONE hook, `objective(x, y, global_batch)`: this replica's share of the loss, the
 student's logits and {metric tracker: per-example values}. Objectives with a network of their own
@@ -16,6 +17,7 @@ import inspect
 import keras
 import tensorflow as tf
 
+from great_tf.contracts import input_shape, require_logits
 from great_tf.core import GreatModel
 from great_tf.distribute import global_batch_size
 from great_tf.errors import GreatError
@@ -33,7 +35,9 @@ _TABLE_ORDER = ("baseline", "distill", "sobolev", "great")
 class Distiller(GreatModel):
     """The student trained on the labels alone; subclasses define `objective`.
 
-    `teacher` is optional here; objectives with `needs_teacher` require it.
+    Arguments in `keras.distillation.Distiller`'s order, `(teacher, student, ...)`, or by
+    keyword; `teacher` may be None for objectives without `needs_teacher` (the baseline:
+    `CrossEntropyStudent(student=net)`). Teacher and student must output logits.
     """
 
     method = None
@@ -44,15 +48,13 @@ class Distiller(GreatModel):
         if cls.__dict__.get("method"):
             _REGISTRY[cls.method] = cls
 
-    def __init__(self, student, teacher=None, **kwargs):
+    def __init__(self, teacher=None, student=None, **kwargs):
         super().__init__(**kwargs)
+        check_pair(type(self).__name__, teacher, student, self.needs_teacher)
         self.student = self.network = student
         self.teacher = teacher
         if teacher is not None:
             teacher.trainable = False  # frozen: no trainable variable, inference-mode BN
-        elif self.needs_teacher:
-            raise GreatError(f"method {self.method!r} needs a teacher: pass teacher=... "
-                             f"(--teacher PATH on the command line)")
         self.loss_tracker = self.track(keras.metrics.Mean(name="loss"))
         self.ce_tracker = self.track(keras.metrics.Mean(name="ce"))
         self.accuracy = self.track(keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
@@ -120,6 +122,24 @@ class Distiller(GreatModel):
         return replica_mean(per_example, global_batch)
 
 
+def check_pair(cls_name, teacher, student, needs_teacher):
+    """One-line errors for a missing, repeated or probability-output teacher or student."""
+    if student is None:
+        raise GreatError(f"{cls_name} got no student: pass {cls_name}(teacher, student, ...) in "
+                         f"keras.distillation.Distiller's order, or student=...")
+    if teacher is None and needs_teacher:
+        raise GreatError(f"{cls_name} needs a teacher: pass {cls_name}(teacher, student, ...) "
+                         f"(a saved one: great_tf.distill.load_teacher(path))")
+    if teacher is student:
+        raise GreatError(f"{cls_name} got the same network as teacher and student: the teacher "
+                         f"is frozen, so nothing would train; pass two networks")
+    # Both read the same x: a subclassed network is probed on the other one's input shape.
+    shape = next(filter(None, (input_shape(n) for n in (student, teacher) if n is not None)), None)
+    for role, network in (("teacher", teacher), ("student", student)):
+        if network is not None:
+            require_logits(network, f"the {role}", shape)
+
+
 def available_methods():
     from great_tf.distill import objectives  # noqa: F401 - importing registers every objective
 
@@ -133,16 +153,16 @@ def method_class(name):
     return _REGISTRY[name]
 
 
-def build_distiller(method, student, teacher=None, discriminator=None, alpha=None,
-                    temperature=None):
-    """The trainer of `student` for `method`; alpha/temperature default to the paper's."""
+def build_distiller(method, teacher, student, discriminator=None, alpha=None, temperature=None):
+    """The trainer of `student` for `method` (teacher first, as `keras.distillation.Distiller`;
+    None for the baseline); alpha/temperature default to the paper's."""
     cls = method_class(method)
     accepted = inspect.signature(cls.__init__).parameters
     given = {"discriminator": discriminator, "alpha": alpha, "temperature": temperature}
     kwargs = {k: v for k, v in given.items() if k in accepted and v is not None}
     if "discriminator" in accepted and discriminator is None:
         raise GreatError(f"method {method!r} needs a discriminator over input gradients")
-    return cls(student, teacher, name=f"distill_{method}", **kwargs)
+    return cls(teacher, student, name=f"distill_{method}", **kwargs)
 
 
 def compile_distiller(model, steps_per_epoch, epochs, learning_rate=1e-3):

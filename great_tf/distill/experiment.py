@@ -135,7 +135,7 @@ def build_student_model(method, student_arch, data, teacher, width, steps, epoch
 
     student = build_network(student_arch, data.input_shape, data.num_classes, width)
     disc = build_discriminator(student_arch, data.input_shape, width) if method == "great" else None
-    model = build_distiller(method, student, teacher, disc, **params)
+    model = build_distiller(method, teacher, student, disc, **params)
     return compile_distiller(model, steps, epochs), student
 
 

@@ -44,7 +44,7 @@ def train_teacher(args, data):
 
     def build():
         net["teacher"] = build_network(args.train_teacher, data.input_shape, data.num_classes, args.width)
-        return distill.compile_distiller(distill.CrossEntropyStudent(net["teacher"], name="teacher"),
+        return distill.compile_distiller(distill.CrossEntropyStudent(student=net["teacher"], name="teacher"),
                                          steps, args.teacher_epochs)
 
     model = runs.build_in_scope(args, build)
@@ -144,6 +144,6 @@ def teacher_accuracy(teacher, data, args):
     from great_tf.distill import CrossEntropyStudent
 
     with args.distribution.scope():
-        model = CrossEntropyStudent(teacher, name="teacher_eval")
+        model = CrossEntropyStudent(student=teacher, name="teacher_eval")
         model.compile()
     return accuracy(model, data, args)

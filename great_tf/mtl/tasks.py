@@ -6,6 +6,7 @@ so a new task (depth, surface normals, segmentation, ...) reports correctly with
 methods or the tables. Subclass `Task` for a task with its own loss or metrics.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import keras
@@ -23,6 +24,7 @@ class ClassError(keras.metrics.SparseCategoricalAccuracy):
         return 100.0 * (1.0 - super().result())
 
 
+@keras.saving.register_keras_serializable(package="great_tf")
 @dataclass(frozen=True)
 class Task:
     """A task: its name (the key of its target and output), kind and output size.
@@ -35,6 +37,15 @@ class Task:
     kind: str
     units: int
     label: str = ""  # the name in table columns (default: `name`)
+
+    # A saved multi-task model holds its tasks (a subclass with fields of its own registers
+    # itself with keras.saving.register_keras_serializable too).
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def per_example_loss(self, target, output):
         if self.kind == "classification":

@@ -3,10 +3,12 @@
 import keras
 import tensorflow as tf
 
+from great_tf.contracts import require_one_logit, require_one_unit
 from great_tf.core import classify_gradients
 from great_tf.distill.base import DEFAULT_ALPHA, Distiller
 from great_tf.distill.losses import discriminator_losses
 from great_tf.distribute import global_batch_size
+from great_tf.errors import GreatError
 from great_tf.gradients import input_gradients
 from great_tf.losses import sparse_ce
 from great_tf.precision import loss_scale, rescale, scale
@@ -34,8 +36,12 @@ class GreatDistiller(Distiller):
 
     method = "great"
 
-    def __init__(self, student, teacher, discriminator, alpha=DEFAULT_ALPHA["great"], **kwargs):
-        super().__init__(student, teacher, **kwargs)
+    def __init__(self, teacher, student, discriminator, alpha=DEFAULT_ALPHA["great"], **kwargs):
+        super().__init__(teacher, student, **kwargs)
+        if discriminator is None:
+            raise GreatError("GreatDistiller needs a discriminator over input gradients: pass "
+                             "discriminator=... (e.g. great_tf.models.cnn5_discriminator)")
+        require_one_logit(discriminator, "the discriminator")
         self.discriminator = discriminator
         self.alpha = float(alpha)
         self.disc_loss_tracker = self.track(keras.metrics.Mean(name="disc_loss"))
@@ -54,6 +60,8 @@ class GreatDistiller(Distiller):
             logits = self.discriminator(both, training=training)
         else:
             logits = classify_gradients(self.discriminator, both, alpha, training=training)
+        # At tracing, in Python: a subclassed discriminator's shape is known only here.
+        require_one_unit(self.discriminator, "the discriminator", logits.shape[1:])
         return tf.split(tf.reshape(logits, [-1]), 2)
 
     def great_gradients(self, x, y):

@@ -14,9 +14,9 @@ class HintonDistiller(Distiller):
 
     method = "distill"
 
-    def __init__(self, student, teacher, alpha=DEFAULT_ALPHA["distill"],
+    def __init__(self, teacher, student, alpha=DEFAULT_ALPHA["distill"],
                  temperature=DEFAULT_TEMPERATURE, **kwargs):
-        super().__init__(student, teacher, **kwargs)
+        super().__init__(teacher, student, **kwargs)
         if temperature <= 0:
             raise GreatError(f"the temperature must be positive, got {temperature}")
         self.alpha = float(alpha)

@@ -18,8 +18,8 @@ class SobolevStudent(Distiller):
 
     method = "sobolev"
 
-    def __init__(self, student, teacher, alpha=DEFAULT_ALPHA["sobolev"], **kwargs):
-        super().__init__(student, teacher, **kwargs)
+    def __init__(self, teacher, student, alpha=DEFAULT_ALPHA["sobolev"], **kwargs):
+        super().__init__(teacher, student, **kwargs)
         self.alpha = float(alpha)
         self.sobolev_tracker = self.track(keras.metrics.Mean(name="sobolev"))
 

@@ -26,7 +26,8 @@ class GradNormMTL(MultiTaskModel):
     sum_i |w_i ||grad_W L_i|| - mean_j(w_j ||grad_W L_j||) * r_i^alpha| (Eq. 2 of the paper), the
     target held constant, r_i the task's loss ratio L_i/L_i(0) over its mean; then they are
     clipped at 1e-3 and renormalised to sum to the number of tasks. W is the last shared layer's
-    kernel. alpha = 0.6 on CIFAR-10 and 1.5 on NYUv2 (the GREAT paper's values).
+    kernel (`shared_kernel`: a variable of the encoder or its path; default the last one).
+    alpha = 0.6 on CIFAR-10 and 1.5 on NYUv2 (the GREAT paper's values).
     """
 
     method = "gradnorm"
@@ -37,11 +38,21 @@ class GradNormMTL(MultiTaskModel):
         self.alpha = float(alpha)
         self.task_weights = TaskWeights(len(self.tasks), 1.0, name="task_weights")
         self.initial_losses = InitialLosses(len(self.tasks), name="initial_losses")
+        if isinstance(shared_kernel, str):
+            path = shared_kernel
+            shared_kernel = next((v for v in encoder.variables if v.path == path), None)
+            if shared_kernel is None:
+                raise GreatError(f"GradNorm's shared_kernel {path!r} is no variable path of the "
+                                 f"encoder: pass one of encoder.variables or its .path")
         self.shared_kernel = shared_kernel if shared_kernel is not None else last_kernel(encoder)
         if self.shared_kernel is None:
             raise GreatError("GradNorm needs a layer with a kernel in the encoder; pass shared_kernel")
         self.weight_trackers = [self.track(keras.metrics.Mean(name=f"train_weight_{t.name}"))
                                 for t in self.tasks]
+
+    def constructor_arguments(self):
+        # A variable is state, not configuration: the kernel is saved as its path in the encoder.
+        return {**super().constructor_arguments(), "shared_kernel": self.shared_kernel.path}
 
     def optimizer_variables(self):
         return {"weight_optimizer": [self.task_weights.values]}

@@ -27,6 +27,7 @@ class GreatMTL(MultiTaskModel):
     def __init__(self, encoder, decoders, tasks, classifier=None, gals=None, gal_min_value=1e-3,
                  **kwargs):
         super().__init__(encoder, decoders, tasks, **kwargs)
+        self.gal_min_value = float(gal_min_value)
         feature_shape = tuple(encoder.output.shape[1:])
         if gals is None:
             gals = {t.name: GAL(gal_min_value, name=f"gal_{t.name}") for t in self.tasks}
