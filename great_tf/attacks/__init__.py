@@ -34,6 +34,7 @@ models (exactly zero input gradients), the margin and DLR losses do not.
 
 from great_tf.attacks.apgd import apgd, checkpoint_schedule
 from great_tf.attacks.autoattack import autoattack
+from great_tf.attacks.fab import fab
 from great_tf.attacks.fgsm import fgsm
 from great_tf.attacks.iterative_fgsm import iterative_fgsm
 from great_tf.attacks.pgd import pgd
@@ -44,7 +45,7 @@ from great_tf.attacks.utils import (FLOAT16_LOSS_SCALE, LOSSES, accuracy, batche
                                     predict_labels, predicted_labels, random_wrong_labels,
                                     targeted_dlr_loss)
 
-__all__ = ["apgd", "autoattack", "fgsm", "iterative_fgsm", "pgd", "spsa", "square", "batched",
+__all__ = ["apgd", "autoattack", "fab", "fgsm", "iterative_fgsm", "pgd", "spsa", "square", "batched",
            "accuracy", "correct", "predict_labels", "predicted_labels", "least_likely_labels",
            "random_wrong_labels", "default_eps_iter", "ce_loss", "margin_loss", "dlr_loss",
            "targeted_dlr_loss", "LOSSES", "FLOAT16_LOSS_SCALE", "checkpoint_schedule", "p_schedule",
