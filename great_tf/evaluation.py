@@ -297,8 +297,8 @@ def _autoattack_outcome(ev, version):
         return attacks.correct(ev.model, x_adv, ev.y[todo], ev.settings.batch_size)
 
     measured = {name: flags for name, flags in ev.outcomes.items() if len(flags) == len(ev.y)}
-    return robust_after(ev.aa_components(version), attacks.correct(ev.model, ev.x, ev.y, ev.settings.batch_size),
-                        attack_survivors, measured)
+    clean = attacks.correct(ev.model, ev.x, ev.y, ev.settings.batch_size)
+    return robust_after(ev.aa_components(version), clean, attack_survivors, measured)
 
 
 @register_column("AA w/o FAB-T", groups=("strong",), note=(

@@ -157,3 +157,25 @@ def test_fab_errors_are_one_line(network, arguments, message):
     kwargs = {"eps": 0.1, "nb_iter": 2, **arguments}
     with pytest.raises(GreatError, match=message):
         attacks.fab(model, x[:2], y=y[:2], **kwargs)
+
+
+def test_fab_on_float16_logits_finds_the_same_least_perturbation():
+    """Under mixed precision the attack loss is scaled before its gradient is taken; FAB uses the
+    gradient's size (the hyperplane's w and b), so it must undo the scale."""
+    import keras
+
+    from great_tf.precision import use_mixed_precision
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(12, 2)).astype(np.float32)
+    use_mixed_precision(True)
+    try:
+        model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(2)])
+    finally:
+        use_mixed_precision(False)
+    model.set_weights([w, np.array([0.0, 0.2], np.float32)])
+    x = (0.4 + 0.2 * rng.random((6, 12))).astype(np.float32)
+    score = x @ (w[:, 1] - w[:, 0]) + 0.2
+    distance = np.abs(score) / np.abs(w[:, 1] - w[:, 0]).sum()
+    found = linf_distances(attacks.fab(model, x, 1.0, y=(score > 0).astype(np.int32), nb_targets=1), x)
+    np.testing.assert_allclose(found, distance, rtol=0.02)  # float16 logits: a coarser boundary

@@ -26,7 +26,9 @@ One attack per module:
 - `apgd` (Croce & Hein 2020): Auto-PGD with its step-size schedule and momentum; `loss="dlr"`,
   and `targeted=True` for APGD-T over the top classes.
 - `square` (Andriushchenko et al. 2020): gradient-free random search on the margin loss.
-- `autoattack`: per example the worst of APGD-CE, APGD-T and Square (no FAB-T).
+- `fab` (Croce & Hein 2020): FAB-T, the targeted minimum-norm boundary attack of AutoAttack.
+- `autoattack`: the standard AutoAttack, APGD-CE, APGD-T, FAB-T and Square, each on the examples
+  still correct (`version="lite"`: without FAB-T).
 
 The gradient attacks take `loss="ce" | "margin" | "dlr"`: cross-entropy saturates on confident
 models (exactly zero input gradients), the margin and DLR losses do not.
