@@ -169,8 +169,8 @@ class Evaluation:
     def aa_components(self, version="standard"):
         """AutoAttack's attacks of `version` with the settings' budgets: (name, attack, kwargs)."""
         s = self.settings
-        return aa_components(version, self.num_classes, s.seed,
-                                     **{key: getattr(s, key) for key in PUBLISHED_BUDGET})
+        budget = {key: getattr(s, key) for key in PUBLISHED_BUDGET}
+        return aa_components(version, self.num_classes, s.seed, **budget)
 
     def aa_component(self, name):
         """(attack, kwargs) of one of AutoAttack's attacks, with the settings' budget."""
@@ -288,9 +288,9 @@ def _square(ev):
 
 
 def _autoattack_outcome(ev, version):
-    """AutoAttack's protocol (`robust_after`), reusing the attacks this
-    evaluation already ran on every example: each draws an example's noise from its index, so its
-    outcome on a survivor is the same."""
+    """AutoAttack's protocol (`robust_after`), reusing the attacks this evaluation already ran on
+    every example: each draws an example's noise from its index, so its outcome on a survivor is
+    the same."""
     def attack_survivors(name, attack, kwargs, todo):
         x_adv = ev.craft(attack, x=ev.x[todo], labels=ev.y[todo], example_ids=todo, eps=ev.settings.eps,
                          **kwargs)
