@@ -18,8 +18,8 @@ from great_tf.reporting import markdown_table
 
 DEFENSE_COLUMNS = ("Train", "No attack", "FGSM", "iFGSM", "FGSM Worst", "FGSM Random",
                    "iFGSM Worst", "iFGSM Random", "PGD", "Transfer iFGSM", "SPSA", "APGD-CE",
-                   "APGD-T", "Square", "AA")
-STRONG_COLUMNS = ("No attack", "APGD-CE", "APGD-T", "Square", "AA")
+                   "APGD-T", "Square", "AA w/o FAB-T", "AA")
+STRONG_COLUMNS = ("No attack", "APGD-CE", "APGD-T", "Square", "AA w/o FAB-T", "AA")
 MODE_LABELS = {"baseline": "Baseline", "adversarial": "Adversarial (FGSM)", "greace": "GREACE",
                "great": "GREAT", "great+ce": "GRE(AT+CE)"}
 
@@ -39,6 +39,17 @@ def read_json(path):
     return value
 
 
+def named_autoattack(result):
+    """A defense result with its AutoAttack column named for what ran: a run evaluated before
+    FAB-T joined "AA" (no "AA w/o FAB-T" column) measured the ensemble without FAB-T, so its "AA"
+    is that one."""
+    if result.get("AA") is None or "AA w/o FAB-T" in result:
+        return result
+    renamed = {k: v for k, v in result.items() if k != "AA"}
+    renamed["AA w/o FAB-T"] = result["AA"]
+    return renamed
+
+
 def defense_rows(root, dataset, seeds):
     """{eps folder name: per-seed rows} of every finished defense run of `dataset`: the training
     run's own evaluation (at the data set's first eps) and every re-evaluation."""
@@ -51,11 +62,12 @@ def defense_rows(root, dataset, seeds):
         for mode in MODES:
             result = read_json(os.path.join(folder, mode, "result.json"))
             if result is not None:
-                found.setdefault(first, []).append({**result, "seed": seed})
+                found.setdefault(first, []).append({**named_autoattack(result), "seed": seed})
             for path in sorted(glob.glob(os.path.join(folder, mode, "evaluation", "eps*", "result.json"))):
                 name = os.path.basename(os.path.dirname(path))
                 if name != first:
-                    found.setdefault(name, []).append({**read_json(path), "seed": seed, "method": mode})
+                    found.setdefault(name, []).append({**named_autoattack(read_json(path)), "seed": seed,
+                                                       "method": mode})
     return found
 
 

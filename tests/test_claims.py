@@ -150,3 +150,17 @@ def test_a_robustness_claim_says_when_a_masking_check_fired_for_the_mode_it_rest
     measured, _ = claims.digits_claim(rows + [defense_row(m, s) for m in ("adversarial", "great", "great+ce")
                                               for s in range(2)])
     assert measured.count("masking check fired for greace") == 1
+
+
+def test_the_autoattack_claims_say_which_autoattack_they_rest_on():
+    rows = [{**defense_row(m, s), "AA": aa, "AA w/o FAB-T": aa + 1.0} for s in range(2)
+            for m, aa in (("great+ce", 30.0 + s), ("baseline", 1.0), ("adversarial", 20.0))]
+    claim = {c: (m, v) for c, _, m, v in claims.defense_claims(rows, "mnist", "T1", paper_gaps=False)}
+    standard = "Not in the paper: GRE(AT+CE) stays more robust than the baseline under the standard AutoAttack " \
+               "(APGD-CE, APGD-T, FAB-T, Square) [mnist]"
+    assert claim[standard][0].startswith("great+ce 30.5") and claim[standard][1] == claims.HOLDS
+    # One seed without the standard AutoAttack: every claim falls back to the ensemble all runs have.
+    del rows[0]["AA"]
+    claim = {c: (m, v) for c, _, m, v in claims.defense_claims(rows, "mnist", "T1", paper_gaps=False)}
+    lite = "Not in the paper: GRE(AT+CE) under AA w/o FAB-T against FGSM adversarial training [mnist]"
+    assert claim[lite][0].startswith("great+ce 31.5")

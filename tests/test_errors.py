@@ -202,6 +202,10 @@ def test_a_corrupt_noisy_cifar_cache_is_rebuilt_with_a_message(tmp_path, capsys)
     ("bench.defense", ["--widths", "0"], "argument --widths: must be at least 1, got 0"),
     ("bench.defense", ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
     ("bench.distill", ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    ("bench.attacks", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    ("bench.attacks", ["--train-images", "0"], "argument --train-images: must be at least 1, got 0"),
+    ("bench.attacks", ["--fab-targets", "10"], "argument --fab-targets: CIFAR-10 has 9 classes besides the true one"),
+    ("bench.attacks", ["--data-dir", "/nonexistent"], "argument --data-dir: no such folder: /nonexistent"),
     ("tuning.distill", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
     ("tuning.distill", ["--cpu-replicas", "0"], "argument --cpu-replicas: must be at least 1, got 0"),
 ])
@@ -214,6 +218,20 @@ def test_bad_benchmark_and_tuning_flags_are_one_line(module, args, expected, cap
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0]
+
+
+@pytest.mark.parametrize("flag, available", [("--train-images", 5000), ("--images", 300)])
+def test_the_attack_benchmark_refuses_more_images_than_the_data_has(flag, available, monkeypatch):
+    """It used to train on random data, saying so only in a parenthesis, when --train-images
+    exceeded the split; now a size the split does not have is refused before anything trains."""
+    from bench import attacks as bench
+
+    monkeypatch.setattr(bench, "split_size", lambda split, data_dir=None: available)
+    monkeypatch.setattr(bench, "trained_model", lambda args: pytest.fail("trained on data it does not have"))
+    with pytest.raises(GreatError, match=rf"^{flag} {available + 1} is more than the {available} images "
+                                         rf"of the cifar10 \w+ split here: give at most {available}$"):
+        bench.main([flag, str(available + 1)])
+    assert bench.settled_size(flag, None, available, "training") == available  # not given: the whole split
 
 
 def test_a_benchmark_ends_a_bad_flag_in_one_line_from_the_command_line():

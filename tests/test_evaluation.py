@@ -13,7 +13,7 @@ from great_tf import attacks, evaluation
 from great_tf.errors import GreatError
 
 PAPER = ["Train", "No attack", "FGSM", "iFGSM", "FGSM Worst", "FGSM Random", "iFGSM Worst", "iFGSM Random"]
-STRONG = ["No attack", "APGD-CE", "APGD-T", "Square", "AA"]
+STRONG = ["No attack", "APGD-CE", "APGD-T", "Square", "AA w/o FAB-T", "AA"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def problem():
 
 
 SETTINGS = evaluation.Settings(eps=0.05, iterations=3, restarts=2, spsa_samples=4, spsa_limit=10,
-                               apgd_iterations=8, apgd_targets=3, square_queries=60,
+                               apgd_iterations=8, apgd_targets=3, fab_iterations=10, fab_targets=2,
+                               square_queries=60,
                                eps_grid=(0.0, 0.05, 0.1), batch_size=16)
 
 
@@ -46,7 +47,7 @@ def test_groups_hold_the_papers_columns_the_strong_ones_and_everything():
     assert evaluation.column_names("paper") == PAPER
     assert evaluation.column_names("strong") == STRONG
     assert evaluation.column_names("all") == PAPER + ["PGD", "Transfer iFGSM", "SPSA", "APGD-CE", "APGD-T",
-                                                      "Square", "AA"]
+                                                      "Square", "AA w/o FAB-T", "AA"]
     assert evaluation.curve_names("all") == ["FGSM", "iFGSM", "APGD-CE"]
     with pytest.raises(GreatError, match="unknown attack group 'weak'"):
         evaluation.column_names("weak")
@@ -78,18 +79,60 @@ def test_aa_is_the_per_example_worst_of_its_components_run_in_order(problem):
     model, train, test = problem
     ev = evaluation.Evaluation(model, train, test, SETTINGS, attack_limit=40)
     components = {name: evaluation.COLUMNS[name].run(ev) for name in ("APGD-CE", "APGD-T", "Square")}
-    aa = evaluation.COLUMNS["AA"].run(ev)
+    lite = evaluation.COLUMNS["AA w/o FAB-T"].run(ev)
     for name, outcome in components.items():
-        assert np.all(aa <= outcome), name  # never correct where a component fooled the model
-    assert np.array_equal(aa, components["APGD-CE"] & components["APGD-T"] & components["Square"])
-    assert aa.sum() < components["APGD-CE"].sum()  # the later attacks added something here
-    # The same outcome when AA runs alone, each attack only on the examples still correct ...
+        assert np.all(lite <= outcome), name  # never correct where a component fooled the model
+    assert np.array_equal(lite, components["APGD-CE"] & components["APGD-T"] & components["Square"])
+    assert lite.sum() < components["APGD-CE"].sum()  # the later attacks added something here
+    # The same outcome when it runs alone, each attack only on the examples still correct ...
     alone = evaluation.Evaluation(model, train, test, SETTINGS, attack_limit=40)
-    np.testing.assert_array_equal(evaluation.COLUMNS["AA"].run(alone), aa)
+    np.testing.assert_array_equal(evaluation.COLUMNS["AA w/o FAB-T"].run(alone), lite)
     assert set(alone.outcomes) == set()
     # ... and as the library's autoattack function.
-    x_adv = attacks.autoattack(model, ev.x, SETTINGS.eps, y=ev.y, nb_iter=8, nb_targets=3, nb_queries=60)
+    budget = {"apgd_iterations": 8, "apgd_targets": 3, "fab_iterations": 10, "fab_targets": 2,
+              "square_queries": 60}
+    x_adv = attacks.autoattack(model, ev.x, SETTINGS.eps, y=ev.y, version="lite", **budget)
+    np.testing.assert_array_equal(attacks.correct(model, x_adv.numpy(), ev.y), lite)
+
+
+def test_aa_is_the_standard_autoattack_with_fab_t_on_the_survivors(problem, monkeypatch):
+    import importlib
+
+    autoattack_module = importlib.import_module("great_tf.attacks.autoattack")  # not the function
+    model, train, test = problem
+    calls = []
+
+    def fab_spy(model_fn, x, eps, **kwargs):
+        calls.append((np.asarray(x), kwargs))
+        return attacks.fab(model_fn, x, eps, **kwargs)
+
+    monkeypatch.setattr(autoattack_module, "fab", fab_spy)
+    ev = evaluation.Evaluation(model, train, test, SETTINGS, attack_limit=40)
+    lite = evaluation.COLUMNS["AA w/o FAB-T"].run(ev)
+    aa = evaluation.COLUMNS["AA"].run(ev)
+    # FAB-T ran once, with the settings' budget, on exactly the examples the others left correct.
+    assert len(calls) == 1 and calls[0][1]["nb_iter"] == 10 and calls[0][1]["nb_targets"] == 2
+    np.testing.assert_array_equal(calls[0][0], ev.x[lite])
+    fab = ev.outcome("FAB-T", attacks.fab, eps=SETTINGS.eps, nb_iter=10, nb_targets=2)
+    np.testing.assert_array_equal(aa, lite & fab)
+    # Run alone, in AutoAttack's order, and as the library's function: the same flags.
+    alone = evaluation.Evaluation(model, train, test, SETTINGS, attack_limit=40)
+    np.testing.assert_array_equal(evaluation.COLUMNS["AA"].run(alone), aa)
+    x_adv = attacks.autoattack(model, ev.x, SETTINGS.eps, y=ev.y, apgd_iterations=8, apgd_targets=3,
+                               fab_iterations=10, fab_targets=2, square_queries=60)
     np.testing.assert_array_equal(attacks.correct(model, x_adv.numpy(), ev.y), aa)
+    assert len(calls) == 3  # each time FAB-T, between APGD-T and Square
+    notes = evaluation.column_notes("strong", SETTINGS, ev)
+    assert any(n.startswith("AA: the standard AutoAttack") and "FAB-T (10 iterations, 2 targets" in n
+               for n in notes)
+    assert any(n.startswith("AA w/o FAB-T: AutoAttack without FAB-T") for n in notes)
+
+
+def test_autoattack_versions_and_budgets_are_checked():
+    with pytest.raises(GreatError, match="unknown AutoAttack version 'full'"):
+        attacks.autoattack(lambda x: x, np.zeros((1, 3)), 0.1, y=[0], version="full")
+    with pytest.raises(GreatError, match=r"unknown AutoAttack budget\(s\) \['nb_iter'\]"):
+        attacks.autoattack(lambda x: x, np.zeros((1, 3)), 0.1, y=[0], nb_iter=5)
 
 
 def test_evaluate_model_gives_the_row_curves_findings_and_saliency(problem):
@@ -100,7 +143,8 @@ def test_evaluate_model_gives_the_row_curves_findings_and_saliency(problem):
     for name, value in report.row.items():
         assert 0.0 <= value <= 100.0, name
     assert report.row["Transfer iFGSM"] == pytest.approx(report.row["iFGSM"])  # white-box on itself
-    assert report.row["AA"] <= min(report.row["APGD-CE"], report.row["APGD-T"], report.row["Square"])
+    assert report.row["AA"] <= report.row["AA w/o FAB-T"] <= min(report.row["APGD-CE"], report.row["APGD-T"],
+                                                                 report.row["Square"])
     assert set(report.curves) == {"FGSM", "iFGSM", "APGD-CE"}
     grid, apgd_curve = report.curves["APGD-CE"]
     assert grid == [0.0, 0.05, 0.1] and apgd_curve[1] == pytest.approx(report.row["APGD-CE"])

@@ -215,8 +215,12 @@ def test_report_from_result_files(tmp_path):
     assert "baseline: single-step-above-clean (seeds 0, 1)" in text
     assert "great+ce: zero-gradients (seeds 0, 1)." in text  # its FGSM stays below clean
     # iFGSM 40.5 ± 0.7 against 2.5 ± 0.7: the AA claim holds; the MTL claims have no run yet.
-    aa = next(line for line in text.splitlines() if "AutoAttack-style" in line and "[cifar10]" in line)
+    aa = next(line for line in text.splitlines() if "than the baseline under AutoAttack" in line
+              and "[cifar10]" in line)
     assert "**holds**" in aa
+    # These runs were evaluated before FAB-T joined AA: their "AA" is named for what ran.
+    assert "under AutoAttack without FAB-T (APGD-CE, APGD-T, Square) [cifar10]" in aa
+    assert all(r["AA w/o FAB-T"] is not None and "AA" not in r for r in found["eps0.1"])
     sparse = next(line for line in text.splitlines() if "CE baseline in the sparse" in line)
     assert "**holds**" in sparse and "great 41.05 ± 0.07 (n=2)" in sparse
     assert "cannot be decided yet" in text

@@ -1,6 +1,6 @@
 """Adversarial defense with GREAT and GREACE next to its baselines (paper Algorithm 1, Tables 1-2,
-Figure 4), evaluated with the paper's attacks, stronger ones (APGD, Square, an AutoAttack-style
-ensemble) and gradient-masking diagnostics.
+Figure 4), evaluated with the paper's attacks, stronger ones (APGD, Square, the standard
+AutoAttack) and gradient-masking diagnostics.
 
     python -m trainers.defense --dataset cifar10                     # all five methods, small preset
     python -m trainers.defense --dataset cifar10 --method great+ce --preset paper
@@ -18,14 +18,15 @@ from trainers import flags
 
 # AutoAttack's budgets at --preset paper; at the small preset a smaller one, so that the strong
 # attacks add about as much time as the paper's columns: APGD 20 iterations (checkpoints at
-# 4, 7, 10, ...), 3 APGD-T targets, Square 500 queries (its p schedule reaches p_init / 8).
+# 4, 7, 10, ...), 3 APGD-T targets, FAB-T as APGD-T, Square 500 queries (its p schedule reaches
+# p_init / 8).
 PRESETS = {
     # About ten minutes on 2 CPU cores for all five methods on the real CIFAR-10 subset (5000
     # training images) with the paper's columns; --attacks all adds the strong attacks and the
     # masking diagnostics. Attacks run on the first 200 test images, SPSA on 50.
     "small": {"epochs": 3, "batch_size": 64, "width": 8, "train_limit": None, "steps_per_epoch": None,
               "attack_limit": 200, "spsa_limit": 50, "apgd_iterations": 20, "apgd_restarts": 1,
-              "apgd_targets": 3, "square_queries": 500},
+              "apgd_targets": 3, "fab_iterations": 20, "fab_targets": 3, "square_queries": 500},
     # The evidence runs of docs/results.md (#14): one method and one seed in at most about 20
     # minutes on 2 CPU cores, attacks included. Full MNIST (60,000 images): 3 epochs at width 8,
     # batch 128 (the smallest number of epochs at which alpha and beta, which are 0 during the
@@ -40,7 +41,8 @@ PRESETS = {
     "medium": {"epochs": flags.PerDataset(30, mnist=3), "batch_size": flags.PerDataset(64, mnist=128),
                "width": flags.PerDataset(16, mnist=8), "train_limit": None, "steps_per_epoch": None,
                "attack_limit": 500, "spsa_limit": 100, "apgd_iterations": 50, "apgd_restarts": 1,
-               "apgd_targets": 3, "square_queries": 1000},
+               "apgd_targets": 3, "fab_iterations": 50, "fab_targets": 3,
+               "square_queries": 1000},
     # The complete CIFAR-10 (50,000 / 10,000; pass --data-dir ../shared/tensorflow_datasets_full),
     # #29: ResNet-18 width 16, batch 128, 30 epochs, aimed at >= 85 % clean for the baseline.
     # Measured per epoch of 391 steps on 2 idle CPU cores (python -m bench.defense --widths 16
@@ -50,12 +52,14 @@ PRESETS = {
     # with medium's budgets. The remaining distance to the paper: width 64 (4x), 100 epochs (3.3x).
     "large": {"epochs": 30, "batch_size": 128, "width": 16, "train_limit": None, "steps_per_epoch": None,
               "attack_limit": 1000, "spsa_limit": 100, "apgd_iterations": 50, "apgd_restarts": 1,
-              "apgd_targets": 3, "square_queries": 1000},
+              "apgd_targets": 3, "fab_iterations": 50, "fab_targets": 3,
+              "square_queries": 1000},
     # The paper's supplement: ResNet-18 (width 64), Adam 1e-3 poly for both networks, 100 epochs.
     # The paper does not give the batch size; 128 is our choice. Attacks on the whole test set.
     "paper": {"epochs": 100, "batch_size": 128, "width": 64, "train_limit": None, "steps_per_epoch": None,
               "attack_limit": None, "spsa_limit": 1000, "apgd_iterations": 100, "apgd_restarts": 1,
-              "apgd_targets": 9, "square_queries": 5000},
+              "apgd_targets": 9, "fab_iterations": 100, "fab_targets": 9,
+              "square_queries": 5000},
 }
 EPS_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -69,7 +73,8 @@ def parse_args(argv=None):
     parser.add_argument("--evaluate", metavar="PATH",
                         help="evaluate a saved model (a method's run folder or its model.keras), no training")
     parser.add_argument("--attacks", default="all", choices=("paper", "strong", "all"),
-                        help="table columns: paper (Table 1), strong (APGD-CE, APGD-T, Square, AA), "
+                        help="table columns: paper (Table 1), strong (APGD-CE, APGD-T, Square, AutoAttack "
+                        "without FAB-T and the standard AA), "
                         "all (both, plus PGD, transfer and SPSA; default)")
     parser.add_argument("--eps", type=float, help="attack eps (default: the paper's 0.1 cifar10, 0.2 svhn_cropped; 0.2 mnist and other "
                         "grayscale sets, 0.1 other colour sets)")
@@ -89,6 +94,10 @@ def parse_args(argv=None):
                         help="APGD random restarts per target (preset: 1, as AutoAttack)")
     parser.add_argument("--apgd-targets", type=flags.positive_int,
                         help="APGD-T target classes, capped at classes - 1 (preset: 3 small, 9 paper)")
+    parser.add_argument("--fab-iterations", type=flags.positive_int,
+                        help="FAB-T iterations per target in AA (preset: 20 small, 100 paper as AutoAttack)")
+    parser.add_argument("--fab-targets", type=flags.positive_int,
+                        help="FAB-T target classes in AA, capped at classes - 1 (preset: 3 small, 9 paper)")
     parser.add_argument("--square-queries", type=flags.positive_int,
                         help="Square attack queries (preset: 500 small, 5000 paper as AutoAttack)")
     parser.add_argument("--eps-grid", type=float, nargs="+",

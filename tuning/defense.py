@@ -5,13 +5,13 @@ what cost in clean accuracy.
     python -m tuning.defense --dataset mnist --betas 1,2,5,10 --alphas 1      # beta alone
     python -m tuning.defense --dataset cifar10 --tuner bayesian --max-trials 6
 
-The objective is the AutoAttack-style accuracy (APGD-CE, APGD-T, Square; `AA`) on a stratified,
-seeded validation split carved from the training set, subject to clean validation accuracy within
-`--clean-drop` points (default 2) of a baseline network trained on the same split with the same
-recipe. A trial that breaks the constraint scores AA - 100, so it never beats a feasible one. The
-sweep first trains that baseline (`<logdir>/baseline`), then the trials. It reports every trial
-and the frontier: the trials that no other trial beats in both clean and AA accuracy. Tuner state,
-per-epoch trial checkpoints and resuming work as in `tuning.distill`.
+The objective is the standard AutoAttack accuracy (APGD-CE, APGD-T, FAB-T, Square; `AA`) on a
+stratified, seeded validation split carved from the training set, subject to clean validation
+accuracy within `--clean-drop` points (default 2) of a baseline network trained on the same split
+with the same recipe. A trial that breaks the constraint scores AA - 100, so it never beats a
+feasible one. The sweep first trains that baseline (`<logdir>/baseline`), then the trials. It
+reports every trial and the frontier: the trials that no other trial beats in both clean and AA
+accuracy. Tuner state, per-epoch trial checkpoints and resuming work as in `tuning.distill`.
 """
 
 import argparse

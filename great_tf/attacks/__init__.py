@@ -26,7 +26,9 @@ One attack per module:
 - `apgd` (Croce & Hein 2020): Auto-PGD with its step-size schedule and momentum; `loss="dlr"`,
   and `targeted=True` for APGD-T over the top classes.
 - `square` (Andriushchenko et al. 2020): gradient-free random search on the margin loss.
-- `autoattack`: per example the worst of APGD-CE, APGD-T and Square (no FAB-T).
+- `fab` (Croce & Hein 2020): FAB-T, the targeted minimum-norm boundary attack of AutoAttack.
+- `autoattack`: the standard AutoAttack, APGD-CE, APGD-T, FAB-T and Square, each on the examples
+  still correct (`version="lite"`: without FAB-T).
 
 The gradient attacks take `loss="ce" | "margin" | "dlr"`: cross-entropy saturates on confident
 models (exactly zero input gradients), the margin and DLR losses do not.
@@ -34,6 +36,7 @@ models (exactly zero input gradients), the margin and DLR losses do not.
 
 from great_tf.attacks.apgd import apgd, checkpoint_schedule
 from great_tf.attacks.autoattack import autoattack
+from great_tf.attacks.fab import fab
 from great_tf.attacks.fgsm import fgsm
 from great_tf.attacks.iterative_fgsm import iterative_fgsm
 from great_tf.attacks.pgd import pgd
@@ -44,7 +47,7 @@ from great_tf.attacks.utils import (FLOAT16_LOSS_SCALE, LOSSES, accuracy, batche
                                     predict_labels, predicted_labels, random_wrong_labels,
                                     targeted_dlr_loss)
 
-__all__ = ["apgd", "autoattack", "fgsm", "iterative_fgsm", "pgd", "spsa", "square", "batched",
+__all__ = ["apgd", "autoattack", "fab", "fgsm", "iterative_fgsm", "pgd", "spsa", "square", "batched",
            "accuracy", "correct", "predict_labels", "predicted_labels", "least_likely_labels",
            "random_wrong_labels", "default_eps_iter", "ce_loss", "margin_loss", "dlr_loss",
            "targeted_dlr_loss", "LOSSES", "FLOAT16_LOSS_SCALE", "checkpoint_schedule", "p_schedule",

@@ -43,7 +43,8 @@ def attack_settings(args):
     return Settings(eps=unit(args.eps, args), eps_iter=unit(args.eps_iter, args), iterations=args.iterations,
                     restarts=args.restarts, spsa_samples=args.spsa_samples, spsa_limit=args.spsa_limit,
                     apgd_iterations=args.apgd_iterations, apgd_restarts=args.apgd_restarts,
-                    apgd_targets=args.apgd_targets, square_queries=args.square_queries,
+                    apgd_targets=args.apgd_targets, fab_iterations=args.fab_iterations,
+                    fab_targets=args.fab_targets, square_queries=args.square_queries,
                     eps_grid=tuple(unit(e, args) for e in args.eps_grid), seed=args.seed)
 
 
