@@ -209,10 +209,8 @@ def check_zero_gradients(model_fn, x, y, batch_size=256):
 def check_outputs_are_logits(model_fn, x, batch_size=256):
     outputs = np.concatenate([np.asarray(model_fn(tf.constant(x[s:s + batch_size])), np.float64)
                               for s in range(0, len(x), batch_size)])
-    in_unit = outputs.min() >= 0.0 and outputs.max() <= 1.0
     sums = outputs.sum(axis=1)
-    probabilities = in_unit and np.allclose(sums, 1.0, atol=1e-3)
-    if probabilities:
+    if attacks.looks_like_probabilities(outputs):
         return finding("outputs-are-logits", True,
                        "the outputs are all in [0, 1] and every row sums to 1: they are probabilities, "
                        "not logits; attack (and train with from_logits) on the logits.")
