@@ -291,9 +291,9 @@ def test_a_student_with_keras_batch_norm_is_refused_where_its_input_gradient_is_
     disc = cnn5_discriminator((6, 6, 2), width=2, hidden=4)
     for method in ("sobolev", "great"):
         with pytest.raises(distill.GreatError, match="the student 'student' has keras.layers.BatchNormalization"):
-            distill.build_distiller(method, keras_bn, teacher, discriminator=disc)
-    distill.build_distiller("distill", keras_bn, teacher)  # first order only: accepted
-    distill.build_distiller("sobolev", student_with(ExactBatchNorm), teacher)
+            distill.build_distiller(method, student=keras_bn, teacher=teacher, discriminator=disc)
+    distill.build_distiller("distill", student=keras_bn, teacher=teacher)  # first order only: accepted
+    distill.build_distiller("sobolev", student=student_with(ExactBatchNorm), teacher=teacher)
 
 
 @pytest.mark.parametrize("bias", [1.5, -0.5])
