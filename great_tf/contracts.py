@@ -15,11 +15,14 @@ from great_tf.errors import GreatError
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
-def are_probabilities(outputs):
-    """True if every output is in [0, 1] and every row sums to 1: a softmax's, not logits."""
+def are_probabilities(outputs, atol=1e-3):
+    """True if outputs [..., classes] are a softmax's, not logits: two classes or more, every
+    value in [0, 1] and every row summing to 1."""
     outputs = np.asarray(outputs, np.float64)
+    if outputs.ndim < 2 or outputs.shape[-1] < 2 or outputs.size == 0:
+        return False
     in_unit = outputs.min() >= 0.0 and outputs.max() <= 1.0
-    return bool(in_unit and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
+    return bool(in_unit and np.allclose(outputs.sum(axis=-1), 1.0, atol=atol))
 
 
 def symbolic(network, side):

@@ -116,9 +116,21 @@ class GreatModel(keras.Model):
         """{compile argument: variables} of the extra optimizers (none by default)."""
         return {}
 
+    # What to do instead of the `compile` arguments the step does not read (subclasses say).
+    compile_instead = "the train_step computes its own losses and metrics: subclass and override train_step"
+
     def compile(self, optimizer="adam", **kwargs):
         """`optimizer` trains `network_variables`; each extra optimizer of
-        `optimizer_variables()` is a keyword argument (Adam when not given)."""
+        `optimizer_variables()` is a keyword argument (Adam when not given).
+
+        `loss`, `loss_weights`, `metrics` and `weighted_metrics` are refused: `train_step` never
+        reads them (`compile_instead` says what does their work).
+        """
+        ignored = [k for k in ("loss", "loss_weights", "metrics", "weighted_metrics")
+                   if kwargs.pop(k, None) is not None]
+        if ignored:
+            raise GreatError(f"{type(self).__name__}.compile does not use {', '.join(ignored)}: "
+                             f"{self.compile_instead}")
         slots = self.optimizer_variables()
         extra = {name: kwargs.pop(name, None) for name in slots}
         unused = [k for k in kwargs if k.endswith("_optimizer")]

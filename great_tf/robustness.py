@@ -57,7 +57,8 @@ def finding(check, flagged, evidence):
 def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measured=None, curves=None,
                         nb_iter=20, nb_queries=500, eps_factors=(0.25, 0.5, 1.0, 2.0), seed=0,
                         batch_size=256):
-    """The findings of every check on (x, y) at `eps` (in the units of x).
+    """The findings of every check on (x, y) at `eps` (in the units of x); only the
+    `outputs-are-logits` finding when `model_fn` gives probabilities, which the attacks refuse.
 
     `measured` ({attack name: accuracy %} on the same x, y and eps, e.g. a robustness table's
     row) and `curves` ({attack: (eps values, accuracies)}; the iterative and FGSM ones are used)
@@ -67,6 +68,9 @@ def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measure
     """
     x = as_input(x, clip_min, clip_max).numpy()
     y = as_labels(y, x).numpy()
+    logits = check_outputs_are_logits(model_fn, x, batch_size)
+    if logits["flagged"]:
+        return [logits]  # the attacks refuse probabilities: no other check can run
     accuracy = {k: v for k, v in (measured or {}).items() if v is not None}
     common = {"clip_min": clip_min, "clip_max": clip_max, "batch_size": batch_size}
 
@@ -97,7 +101,7 @@ def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measure
         check_weaker_than_white_box("gradient-free-vs-white-box", GRADIENT_FREE, accuracy, tol),
         check_weaker_than_white_box("transfer-vs-white-box", TRANSFER, accuracy, tol),
         check_zero_gradients(model_fn, x, y, batch_size),
-        check_outputs_are_logits(model_fn, x, batch_size),
+        logits,
     ]
 
 

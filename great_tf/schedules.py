@@ -7,9 +7,12 @@ float32 value widened afterwards (0.699999988...). See docs/design.md#core.
 """
 
 import inspect
+import warnings
 
 import keras
 import tensorflow as tf
+
+from great_tf.errors import GreatError
 
 
 def computation_dtype(dtype):
@@ -40,6 +43,11 @@ class EpochPolySchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.steps_per_epoch = int(steps_per_epoch)
         self.epochs = int(epochs)
         self.power = float(power)
+
+    @property
+    def end_step(self):
+        """The first optimizer step past the schedule: epoch `epochs`, where the multiplier is 0."""
+        return self.steps_per_epoch * self.epochs
 
     def epoch(self, step):
         return tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
@@ -108,3 +116,103 @@ def scheduled_value(value, step, dtype=tf.float32):
     if callable(value):
         return tf.cast(value(step), dtype)
     return tf.constant(float(value), dtype)
+
+
+def paper_schedules(steps_per_epoch, epochs):
+    """Whether a builder should use the paper's poly schedules: both `steps_per_epoch` and `epochs`
+    given (True) or neither (False: constant rates); one without the other is refused."""
+    if (steps_per_epoch is None) != (epochs is None):
+        raise GreatError("give both steps_per_epoch and epochs (the poly schedules' length) or "
+                         "neither (a constant learning rate and constant alpha and beta)")
+    return steps_per_epoch is not None
+
+
+def adam(learning_rate, steps_per_epoch=None, epochs=None):
+    """`poly_adam` when the schedule's length is given, else Adam at a constant `learning_rate`."""
+    if paper_schedules(steps_per_epoch, epochs):
+        return poly_adam(learning_rate, steps_per_epoch, epochs)
+    return keras.optimizers.Adam(learning_rate)
+
+
+# -- checks when fit starts ------------------------------------------------------------------------
+
+def learning_rate_schedule(optimizer):
+    """The learning-rate schedule of `optimizer` (through a loss-scale wrapper), or None."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return schedule if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) else None
+
+
+class ScheduleCheck(keras.callbacks.Callback):
+    """At the start of `fit`: refuses a run that would go past the end of a `PolyDecay` learning
+    rate (the rate is 0 there, so those steps would train nothing), and warns when a `PolyRamp`
+    weight stays 0 through the whole run (such a run is the baseline).
+
+    `schedules()` of the model gives {what: schedule}. With an unknown number of steps per epoch
+    (a data set of unknown size) the decay is checked at each epoch's start instead.
+    """
+
+    def __init__(self, epochs, initial_epoch):
+        super().__init__()
+        self.epochs, self.initial_epoch = int(epochs), int(initial_epoch)
+
+    def on_train_begin(self, logs=None):
+        steps = self.params.get("steps")
+        if not steps:
+            return
+        initial_epoch = getattr(self.model, "_initial_epoch", None) or self.initial_epoch  # BackupAndRestore
+        start = int(self.model.optimizer.iterations.numpy())
+        end = start + max(self.epochs - initial_epoch, 0) * int(steps)
+        for what, schedule in self.model.schedules().items():
+            if isinstance(schedule, PolyDecay) and end > schedule.end_step:
+                raise GreatError(
+                    f"this fit runs to optimizer step {end} but the {what} schedule (PolyDecay over "
+                    f"{schedule.epochs} epochs of {schedule.steps_per_epoch} steps) is 0 from step "
+                    f"{schedule.end_step} on: build the schedule for the steps you fit, or fit fewer epochs")
+            if isinstance(schedule, PolyRamp) and schedule.max_value and end <= schedule.steps_per_epoch:
+                warnings.warn(
+                    f"{what} is 0 through this whole fit (PolyRamp is 0 during its first epoch of "
+                    f"{schedule.steps_per_epoch} steps, this fit ends at step {end}): the run trains "
+                    f"like the baseline; fit more epochs or pass a constant {what}", stacklevel=2)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.params.get("steps"):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        for what, schedule in self.model.schedules().items():
+            if isinstance(schedule, PolyDecay) and step >= schedule.end_step:
+                raise GreatError(
+                    f"epoch {epoch} starts at optimizer step {step}, past the end of the {what} "
+                    f"schedule (PolyDecay, 0 from step {schedule.end_step} on): build the schedule "
+                    f"for the steps you fit, or fit fewer epochs")
+
+
+class ScheduledFit:
+    """Mixin of the great_tf models: `fit` runs `ScheduleCheck` and the model's own callbacks
+    (`fit_callbacks()`, first, so that their state is updated before a checkpoint is written)."""
+
+    def schedules(self):
+        """{what: schedule}: every optimizer's learning rate and the weights `alpha`, `beta`."""
+        found = {}
+        for name in ("optimizer", *self.optimizer_variables()):
+            schedule = learning_rate_schedule(getattr(self, name, None))
+            if schedule is not None:
+                found[f"{name} learning rate"] = schedule
+        for name in ("alpha", "beta"):
+            value = getattr(self, name, None)
+            if isinstance(value, EpochPolySchedule):
+                found[name] = value
+        return found
+
+    def fit_callbacks(self):
+        """Callbacks the model needs in every `fit` (DWA: its epoch boundaries)."""
+        return []
+
+    def fit(self, *args, **kwargs):
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        check = ScheduleCheck(arguments["epochs"], arguments["initial_epoch"])
+        arguments["callbacks"] = [*self.fit_callbacks(), *(arguments["callbacks"] or []), check]
+        arguments.pop("self")
+        return super().fit(**arguments)

@@ -176,8 +176,9 @@ class DistillationSummaries(ProbeSummaries):
         }
         if hasattr(model, "discriminator_accuracy"):
             on_teacher, on_student = model.discriminator_accuracy(x, y)
-            out["discriminator_accuracy/teacher"] = on_teacher
-            out["discriminator_accuracy/student"] = on_student
+            # TensorBoard keeps Keras' unit, fractions (the campaign's archived runs read them so).
+            out["discriminator_accuracy/teacher"] = on_teacher / 100.0
+            out["discriminator_accuracy/student"] = on_student / 100.0
         return out
 
     def histograms(self, model):

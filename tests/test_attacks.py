@@ -327,3 +327,29 @@ def test_attacks_on_a_mixed_precision_model_follow_its_float32_twin():
         x_adv = attacks.apgd(mixed, x, 0.1, nb_iter=10, y=y, loss=loss).numpy()
         assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
         assert attacks.accuracy(full, x_adv, y) < 100.0
+
+
+# -- cleverhans' norm and a model that gives probabilities ----------------------------------------
+
+def test_norm_takes_cleverhans_position_and_only_linf(model, data):
+    x, y = data
+    np.testing.assert_array_equal(attacks.fgsm(model, x, 0.05, np.inf).numpy(),
+                                  attacks.fgsm(model, x, 0.05).numpy())
+    np.testing.assert_array_equal(attacks.iterative_fgsm(model, x, 0.05, 0.02, 2, np.inf, y=y).numpy(),
+                                  attacks.iterative_fgsm(model, x, 0.05, 0.02, 2, y=y).numpy())
+    np.testing.assert_array_equal(attacks.pgd(model, x, 0.05, 0.02, 2, np.inf, y=y).numpy(),
+                                  attacks.pgd(model, x, 0.05, 0.02, 2, y=y).numpy())
+    for attack, args in ((attacks.fgsm, ()), (attacks.iterative_fgsm, (0.02, 2)), (attacks.pgd, (0.02, 2))):
+        with pytest.raises(GreatError, match="norm=2 is not supported: great_tf's attacks are L-inf only"):
+            attack(model, x, 0.05, *args, 2)
+
+
+@pytest.mark.parametrize("attack, kwargs", [
+    (attacks.fgsm, {}), (attacks.iterative_fgsm, {"nb_iter": 1}), (attacks.pgd, {"nb_iter": 1}),
+    (attacks.spsa, {"nb_iter": 1, "num_samples": 1}), (attacks.apgd, {"nb_iter": 1}),
+    (attacks.square, {"nb_queries": 1})])
+def test_a_model_giving_probabilities_is_refused(model, data, attack, kwargs):
+    x, y = data
+    probabilities = tf.keras.Sequential([model, tf.keras.layers.Softmax()])
+    with pytest.raises(GreatError, match="model_fn gives probabilities .*not logits"):
+        attack(probabilities, x, 0.05, y=y, **kwargs)

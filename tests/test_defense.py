@@ -218,3 +218,94 @@ def test_every_mode_trains_under_a_distribution_strategy():
             assert (history.history["beta"][1] > 0) == (mode in ("greace", "great+ce"))
         if mode == "adversarial":
             assert "adv_accuracy" in history.history
+
+
+# -- a Keras user's defense: schedules, compile, networks ------------------------------------------
+
+def tiny_images(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 8, 8, 3), dtype=np.float32), (np.arange(n) % 3).astype(np.int32)
+
+
+class WeightsPerEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append([v.numpy().copy() for v in self.model.main.trainable_variables])
+
+
+def test_a_defense_built_without_a_schedule_trains_at_its_base_rate_in_every_epoch():
+    keras.utils.set_random_seed(0)
+    model = build_defense("baseline", (8, 8, 3), 3, width=2)
+    x, y = tiny_images()
+    weights = WeightsPerEpoch()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[weights])
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert any(not np.allclose(a, b) for a, b in zip(*weights.epochs))  # epoch 2 trained too
+
+
+def test_without_a_schedule_alpha_and_beta_are_their_maxima_from_the_first_step():
+    model = build_defense("great+ce", (8, 8, 3), 3, width=2, alpha_max=0.7, beta_max=3.0)
+    for step in (0, 10_000):
+        model.optimizer.iterations.assign(step)
+        assert float(model.current_alpha()) == pytest.approx(0.7)
+        assert float(model.current_beta()) == pytest.approx(3.0)
+    with pytest.raises(GreatError, match="give both steps_per_epoch and epochs"):
+        build_defense("baseline", (8, 8, 3), 3, width=2, epochs=3)
+
+
+def test_fitting_past_the_end_of_the_learning_rate_schedule_is_refused():
+    model = build_defense("baseline", (8, 8, 3), 3, width=2, steps_per_epoch=2, epochs=1)
+    x, y = tiny_images()
+    with pytest.raises(GreatError, match="is 0 from step 2 on: build the schedule"):
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # the schedule's own length runs
+
+
+def test_a_ramp_that_stays_zero_through_the_whole_fit_warns():
+    model = build_defense("greace", (8, 8, 3), 3, width=2, steps_per_epoch=2, epochs=3)
+    x, y = tiny_images()
+    with pytest.warns(UserWarning, match="beta is 0 through this whole fit.*trains like the baseline"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("argument", [{"loss": "sparse_categorical_crossentropy"},
+                                      {"metrics": ["accuracy"]}, {"loss_weights": [1.0]}])
+def test_keras_compile_arguments_the_step_does_not_read_are_refused(argument):
+    main, aux = build_networks((8, 8, 3), 3, width=2)
+    model = GreatDefense(main, aux, "great+ce")
+    with pytest.raises(GreatError, match=f"does not use {next(iter(argument))}: the losses are the mode's"):
+        model.compile(optimizer="adam", **argument)
+
+
+def users_main_network(normalization):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = normalization()(keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(3)(x), name="mine")
+
+
+def test_keras_batch_norm_under_the_double_backprop_is_refused():
+    from great_tf.models import ExactBatchNorm
+
+    _, aux = build_networks((8, 8, 3), 3, width=2)
+    keras_bn = users_main_network(keras.layers.BatchNormalization)
+    for mode in ("great", "great+ce"):
+        with pytest.raises(GreatError, match="main network 'mine' has keras.layers.BatchNormalization.*"
+                                             "use great_tf.models.ExactBatchNorm"):
+            GreatDefense(keras_bn, aux, mode)
+    GreatDefense(keras_bn, aux, "greace")  # no double backprop: its first derivatives are right
+    GreatDefense(keras_bn, mode="baseline")
+    GreatDefense(users_main_network(ExactBatchNorm), aux, "great+ce")
+    GreatDefense(users_main_network(lambda: keras.layers.BatchNormalization(synchronized=True)), aux, "great")
+
+
+def test_an_auxiliary_network_without_one_logit_per_class_is_refused():
+    main, _ = build_networks((8, 8, 3), 3, width=2)
+    inputs = keras.Input((8, 8, 3))
+    one_unit = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs)), name="aux1")
+    with pytest.raises(GreatError, match="'aux1' has 1 outputs: it needs one logit per class, 3"):
+        GreatDefense(main, one_unit, "great+ce")

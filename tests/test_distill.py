@@ -356,3 +356,52 @@ def test_a_subclassed_discriminator_with_two_units_is_refused_at_the_first_step(
     model.compile()
     with pytest.raises(distill.GreatError, match="outputs shape .2,. per example: it needs one"):
         model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+
+# -- a Keras user's distiller: schedules, compile, the student's BatchNorm -------------------------
+
+def student_with(normalization, name="student"):
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6, 6, 2))
+    x = normalization()(keras.layers.Conv2D(2, 3, padding="same")(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(3)(x), name=name)
+
+
+def test_a_distiller_compiled_without_a_schedule_trains_at_a_constant_rate():
+    from great_tf.schedules import learning_rate_schedule
+
+    model = distill.compile_distiller(distill.CrossEntropyStudent(student=dense_net(0)))
+    assert learning_rate_schedule(model.optimizer) is None
+    x, y = tiny_data()
+    before = [v.numpy().copy() for v in model.student.trainable_variables]
+    model.fit(x, y, batch_size=2, epochs=2, verbose=0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, model.student.trainable_variables))
+
+
+def test_keras_loss_and_metrics_are_refused_by_a_distiller():
+    model = distill.CrossEntropyStudent(student=dense_net(0))
+    with pytest.raises(distill.GreatError, match="does not use loss, metrics: the loss is the objective's"):
+        model.compile(optimizer="adam", loss="mse", metrics=["accuracy"])
+
+
+def test_a_student_with_keras_batch_norm_is_refused_where_its_input_gradient_is_trained():
+    from great_tf.models import ExactBatchNorm
+
+    teacher, keras_bn = dense_net(2), student_with(keras.layers.BatchNormalization)
+    disc = cnn5_discriminator((6, 6, 2), width=2, hidden=4)
+    for method in ("sobolev", "great"):
+        with pytest.raises(distill.GreatError, match="the student 'student' has keras.layers.BatchNormalization"):
+            distill.build_distiller(method, student=keras_bn, teacher=teacher, discriminator=disc)
+    distill.build_distiller("distill", student=keras_bn, teacher=teacher)  # first order only: accepted
+    distill.build_distiller("sobolev", student=student_with(ExactBatchNorm), teacher=teacher)
+
+
+@pytest.mark.parametrize("bias", [1.5, -0.5])
+def test_discriminator_accuracy_is_in_percent_like_every_accuracy_the_library_returns(bias):
+    x, y = tiny_data(n=4)
+    model = distill.GreatDistiller(student=tiny_cnn5(1), teacher=tiny_cnn5(2),
+                                   discriminator=constant_discriminator((6, 6, 2), bias))
+    on_teacher, on_student = model.discriminator_accuracy(x, y)
+    assert (float(on_teacher), float(on_student)) == ((100.0, 0.0) if bias > 0 else (0.0, 100.0))

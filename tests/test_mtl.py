@@ -230,7 +230,7 @@ def user_model_with_gals():
     feature = keras.layers.Dense(4, activation="tanh", name="shared")(inputs)
     out_c = keras.layers.Dense(3, name="head_c")(GAL(name="gal_c")(feature))
     out_r = keras.layers.Dense(1, name="head_r")(GAL(name="gal_r")(feature))
-    return keras.Model(inputs, [out_c, out_r])
+    return keras.Model(inputs, {"c": out_c, "r": out_r})  # outputs named after their tasks
 
 
 def test_great_trains_a_users_functional_model_with_gal_layers():
@@ -239,7 +239,7 @@ def test_great_trains_a_users_functional_model_with_gal_layers():
     model.compile(sgd(), weight_optimizer=sgd(), classifier_optimizer=sgd())
     x, y = toy_batch()
     outputs = model(x)
-    user_c, user_r = user(x)
+    user_c, user_r = user(x)["c"], user(x)["r"]
     np.testing.assert_allclose(outputs["c"].numpy(), user_c.numpy(), rtol=1e-6)
     np.testing.assert_allclose(outputs["r"].numpy(), user_r.numpy(), rtol=1e-6)
     shared_before = user.get_layer("shared").kernel.numpy().copy()
@@ -270,3 +270,89 @@ def test_task_gradients_are_per_example_and_independent_of_batch_size():
     half = model.task_gradients(x[:4], {k: v[:4] for k, v in y.items()})
     for g_full, g_half in zip(full, half):
         np.testing.assert_allclose(g_full.numpy()[:4], g_half.numpy(), rtol=1e-4, atol=1e-7)
+
+
+# -- a Keras user's multi-task model: tasks, outputs by name, targets, compile ---------------------
+
+def test_tasks_meet_the_outputs_named_after_them_in_any_order():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((3,))
+    feature = keras.layers.Dense(4, activation="tanh", name="shared")(inputs)
+    out_r = keras.layers.Dense(1, name="r")(GAL(name="gal_r")(feature))  # listed first
+    out_c = keras.layers.Dense(3, name="c")(GAL(name="gal_c")(feature))
+    user = keras.Model(inputs, [out_r, out_c])
+    model = GreatMTL.from_functional(user, TASKS, classifier=small_classifier(4, 2))
+    x, _ = toy_batch()
+    user_r, user_c = user(x)
+    np.testing.assert_allclose(model(x)["c"].numpy(), user_c.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model(x)["r"].numpy(), user_r.numpy(), rtol=1e-6)
+    assert model.gals["c"] is user.get_layer("gal_c") and model.gals["r"] is user.get_layer("gal_r")
+
+
+def test_a_task_without_an_output_of_its_name_is_a_one_line_error():
+    user = user_model_with_gals()
+    renamed = keras.Model(user.inputs, [user.outputs[0], user.outputs[1]])  # layer names head_c, head_r
+    with pytest.raises(GreatError, match="no output named 'c' for task 'c': its outputs are 'head_c', 'head_r'"):
+        GreatMTL.from_functional(renamed, TASKS)
+
+
+def test_a_one_class_task_and_an_unknown_kind_are_refused():
+    with pytest.raises(GreatError, match="segmentation task 'gray' has 1 class: give units=2"):
+        Task("gray", "segmentation", 1)
+    with pytest.raises(GreatError, match="classification task 'c' has 1 class"):
+        Task("c", "classification", 1)
+    with pytest.raises(GreatError, match="kind 'segmentaton': use one of classification, segmentation"):
+        Task("gray", "segmentaton", 2)
+
+
+def test_segmentation_is_the_per_pixel_cross_entropy_and_pixel_error():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 4, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, (2, 3, 4)).astype(np.int32)
+    task = Task("seg", "segmentation", 3)
+    z = logits - logits.max(-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    expected = -np.take_along_axis(log_p, labels[..., None], -1)[..., 0].mean(axis=(1, 2))
+    np.testing.assert_allclose(task.per_example_loss(labels, logits).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(task.per_example_loss(labels[..., None], logits).numpy(), expected, rtol=1e-5)
+    (error,) = task.make_metrics()
+    error.update_state(labels, logits)
+    assert float(error.result()) == pytest.approx(100.0 * np.mean(logits.argmax(-1) != labels), rel=1e-5)
+
+
+def test_targets_may_be_a_list_in_task_order_and_a_wrong_key_names_the_tasks():
+    x, y = toy_batch()
+    for targets in ([y["c"], y["r"]], (y["c"], y["r"])):
+        encoder, decoders = toy_network()
+        model = EqualWeightsMTL(encoder, decoders, TASKS)
+        model.compile(sgd())
+        history = model.fit(x, targets, batch_size=6, epochs=1, verbose=0, shuffle=False)
+        encoder, decoders = toy_network()
+        reference = EqualWeightsMTL(encoder, decoders, TASKS)
+        reference.compile(sgd())
+        expected = reference.fit(x, y, batch_size=6, epochs=1, verbose=0, shuffle=False)
+        assert history.history["c_loss"] == pytest.approx(expected.history["c_loss"])
+        np.testing.assert_allclose(model.encoder.get_weights()[0], reference.encoder.get_weights()[0])
+    with pytest.raises(GreatError, match="the targets have no 'r': their keys are 'c', 'rr', the tasks are c, r"):
+        model.fit(x, {"c": y["c"], "rr": y["r"]}, batch_size=6, epochs=1, verbose=0)
+    with pytest.raises(GreatError, match="got 1 targets for the 2 tasks c, r"):
+        model.fit(x, [y["c"]], batch_size=6, epochs=1, verbose=0)
+
+
+def test_keras_losses_weights_and_metrics_are_refused_by_a_multi_task_model():
+    encoder, decoders = toy_network()
+    model = GreatMTL(encoder, decoders, TASKS, classifier=small_classifier(2, 2))
+    with pytest.raises(GreatError, match="does not use loss, loss_weights, metrics: a task's loss and "
+                                         "metrics are its Task's"):
+        model.compile("adam", loss={"c": "mse"}, loss_weights={"c": 2.0}, metrics=["mae"])
+
+
+def test_great_builds_its_task_classifier_over_a_vector_feature():
+    encoder, decoders = toy_network(encoder_units=4)
+    model = mtl.build_method("great", encoder, decoders, TASKS)
+    model.compile(sgd())
+    x, y = toy_batch()
+    before = model.classifier.get_weights()
+    model.train_step((x, y))
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.classifier.get_weights()))
+    assert model.classifier.output.shape[-1] == 2

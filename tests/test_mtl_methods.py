@@ -4,7 +4,7 @@ hand.
 
 Two replicas: float64, SGD, the same global batch on one device and split over two logical CPU
 replicas; every weight (network, method state, optimizers' variables aside) must agree within
-1e-9 after three steps (DWA changes its weights after the second epoch; steps_per_epoch = 1).
+1e-9 after three steps (DWA changes its weights after the second epoch; one step per epoch).
 """
 
 import keras
@@ -39,11 +39,9 @@ def trained(method, strategy):
         encoder, decoders = small_network(DIST_TASKS)
         components = mtl.method_class(method).default_components(encoder.output.shape[1:], DIST_TASKS, 2)
         model = mtl.build_method(method, encoder, decoders, DIST_TASKS, **components)
-        if getattr(model, "steps_per_epoch", 0) is None:
-            model.steps_per_epoch = 1
         model.compile(optimizer=sgd(), **{name: sgd() for name in model.optimizer_variables()})
     data = tf.data.Dataset.from_tensor_slices(batches())
-    model.fit(data, epochs=1, steps_per_epoch=STEPS, verbose=0, shuffle=False)
+    model.fit(data, epochs=STEPS, steps_per_epoch=1, verbose=0, shuffle=False)
     return [v.numpy() for v in model.weights]
 
 
@@ -90,7 +88,7 @@ def test_dwa_weights_follow_the_loss_ratios_of_the_last_two_epochs():
     """Liu et al. 2019, Eq. 7 by hand: with one step per epoch the loss averages are the step
     losses; steps 1 and 2 use w = 1, step 3 uses w_i = K softmax(L_i(2) / L_i(1) / T)_i."""
     encoder, decoders = toy_network()
-    model = mtl.build_method("dwa", encoder, decoders, TASKS, temperature=2.0, steps_per_epoch=1)
+    model = mtl.build_method("dwa", encoder, decoders, TASKS, temperature=2.0)
     model.compile(sgd())
     x, y = toy_batch()
     losses = []
@@ -105,9 +103,38 @@ def test_dwa_weights_follow_the_loss_ratios_of_the_last_two_epochs():
             w = {"c": 2 * soft[0], "r": 2 * soft[1]}
             assert abs(w["c"] - 1.0) > 1e-4  # the losses moved: the weights are not trivial
         model.train_step((x, y))
+        model.end_epoch()  # a loop of one's own ends each epoch (fit does it by itself)
         np.testing.assert_allclose(model.encoder.trainable_variables[0].numpy(),
                                    W - LR * (w["c"] * gW["c"] + w["r"] * gW["r"]), rtol=1e-5, atol=1e-7)
         for t in ("c", "r"):
             np.testing.assert_allclose(model.decoders[t].trainable_variables[0].numpy(),
                                        V[t] - LR * w[t] * gV[t], rtol=1e-5, atol=1e-7)
         losses.append(J)
+
+
+def test_dwa_learns_its_epochs_from_fit():
+    """A plain compile and fit, two steps per epoch: the third epoch's weights are Eq. 7 of the
+    first two epochs' mean step losses, the whole SGD trajectory recomputed by hand."""
+    encoder, decoders = toy_network()
+    model = mtl.build_method("dwa", encoder, decoders, TASKS, temperature=2.0)
+    model.compile(sgd())
+    x, y = toy_batch()
+    W, V = toy_weights(model)
+    epoch_losses = []
+    for epoch in range(3):
+        w = {"c": 1.0, "r": 1.0}
+        if epoch == 2:
+            ratios = np.array([epoch_losses[1][t] / epoch_losses[0][t] for t in ("c", "r")]) / 2.0
+            soft = np.exp(ratios) / np.exp(ratios).sum()
+            w = {"c": 2 * soft[0], "r": 2 * soft[1]}
+            assert abs(w["c"] - 1.0) > 1e-4
+        sums = {"c": 0.0, "r": 0.0}
+        for batch in (slice(0, 3), slice(3, 6)):
+            J, gW, gV = toy_losses_and_grads(W, V, x[batch], {t: v[batch] for t, v in y.items()})
+            W = W - LR * (w["c"] * gW["c"] + w["r"] * gW["r"])
+            V = {t: V[t] - LR * w[t] * gV[t] for t in V}
+            sums = {t: sums[t] + J[t] / 2 for t in sums}
+        epoch_losses.append(sums)
+    history = model.fit(x, y, batch_size=3, epochs=3, verbose=0, shuffle=False)
+    assert history.history["train_weight_c"][2] == pytest.approx(w["c"], rel=1e-5)
+    np.testing.assert_allclose(model.encoder.trainable_variables[0].numpy(), W, rtol=1e-5, atol=1e-7)

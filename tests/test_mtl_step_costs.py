@@ -33,8 +33,6 @@ def build(method, strategy=None, **hyperparameters):
             logits = keras.layers.Dense(len(DIST_TASKS))(pooled)
             hyperparameters["classifier"] = keras.Model(feature, logits)
         model = mtl.build_method(method, encoder, decoders, DIST_TASKS, **hyperparameters)
-        if getattr(model, "steps_per_epoch", 0) is None:
-            model.steps_per_epoch = 1
         model.compile(optimizer=sgd(), **{name: sgd() for name in model.optimizer_variables()})
     return model
 

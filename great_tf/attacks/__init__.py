@@ -3,8 +3,11 @@
 
 Signatures follow cleverhans' TF2 functions: `attack(model_fn, x, eps, ..., y=None,
 targeted=False, clip_min=0.0, clip_max=1.0)` where `model_fn` maps a batch of inputs to logits
-(a Keras model works as is; it runs in inference mode), and a custom loss is
-`loss_fn(labels, logits)`. With `y=None` a non-targeted attack uses the model's own prediction as
+(a Keras model works as is; it runs in inference mode; probabilities are refused in one line),
+and a custom loss is `loss_fn(labels, logits)`. Where cleverhans has `norm` (`fgsm(model_fn, x,
+eps, norm)`, `iterative_fgsm` and `pgd` after `nb_iter`) it is there too, np.inf by default: the
+attacks are L-inf, another norm is an error. Accuracies (`accuracy`, and every accuracy the
+library returns) are in percent, 0-100. With `y=None` a non-targeted attack uses the model's own prediction as
 the label to move away from (no label leaking); a targeted attack needs `y`, the target classes.
 
 Pixel scale: `eps`, `eps_iter`, `clip_min` and `clip_max` are in the units of the model's input,
@@ -42,8 +45,9 @@ from great_tf.attacks.iterative_fgsm import iterative_fgsm
 from great_tf.attacks.pgd import pgd
 from great_tf.attacks.spsa import spsa
 from great_tf.attacks.square import p_schedule, square, square_sizes
-from great_tf.attacks.utils import (FLOAT16_LOSS_SCALE, LOSSES, accuracy, batched, ce_loss, correct,
-                                    default_eps_iter, dlr_loss, least_likely_labels, margin_loss,
+from great_tf.attacks.utils import (FLOAT16_LOSS_SCALE, LOSSES, accuracy, batched, ce_loss,
+                                    check_logits, correct, default_eps_iter, dlr_loss,
+                                    least_likely_labels, margin_loss,
                                     predict_labels, predicted_labels, random_wrong_labels,
                                     targeted_dlr_loss)
 
@@ -51,4 +55,4 @@ __all__ = ["apgd", "autoattack", "fab", "fgsm", "iterative_fgsm", "pgd", "spsa",
            "accuracy", "correct", "predict_labels", "predicted_labels", "least_likely_labels",
            "random_wrong_labels", "default_eps_iter", "ce_loss", "margin_loss", "dlr_loss",
            "targeted_dlr_loss", "LOSSES", "FLOAT16_LOSS_SCALE", "checkpoint_schedule", "p_schedule",
-           "square_sizes"]
+           "square_sizes", "check_logits"]

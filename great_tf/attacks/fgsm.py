@@ -1,9 +1,10 @@
 """Fast gradient sign method (Goodfellow et al. 2015; docs/design.md#attacks)."""
 
+import numpy as np
 import tensorflow as tf
 
-from great_tf.attacks.utils import (as_input, attack_labels, check_eps, compiled_per_model,
-                                    direction, resolve_loss, signed_gradient)
+from great_tf.attacks.utils import (as_input, attack_labels, check_eps, check_norm,
+                                    compiled_per_model, direction, resolve_loss, signed_gradient)
 
 
 @compiled_per_model
@@ -12,9 +13,12 @@ def _fgsm(model_fn, x, labels, eps, sign, clip_min, clip_max, loss_fn):
     return tf.clip_by_value(x + step, clip_min, clip_max)
 
 
-def fgsm(model_fn, x, eps, y=None, targeted=False, clip_min=0.0, clip_max=1.0, loss_fn=None, loss="ce"):
+def fgsm(model_fn, x, eps, norm=np.inf, y=None, targeted=False, clip_min=0.0, clip_max=1.0,
+         loss_fn=None, loss="ce"):
     """clip(x + eps * sign(grad_x loss(y, model_fn(x)))); targeted: x - eps * sign(grad of the
-    target's loss). `loss` is "ce", "margin" or "dlr"; `loss_fn(labels, logits)` any other loss."""
+    target's loss). `norm`: np.inf only (cleverhans' position). `loss` is "ce", "margin" or
+    "dlr"; `loss_fn(labels, logits)` any other loss."""
+    check_norm(norm)
     check_eps(eps, clip_min, clip_max)
     x = as_input(x, clip_min, clip_max)
     labels = attack_labels(model_fn, x, y, targeted)

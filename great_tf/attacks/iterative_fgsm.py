@@ -1,9 +1,10 @@
 """Iterative FGSM (BIM; Kurakin et al. 2017), optionally from a random start
 (docs/design.md#attacks)."""
 
+import numpy as np
 import tensorflow as tf
 
-from great_tf.attacks.utils import (as_input, attack_labels, check_count, check_eps,
+from great_tf.attacks.utils import (as_input, attack_labels, check_count, check_eps, check_norm,
                                     compiled_per_model, default_eps_iter, direction, project,
                                     random_start, resolve_ids, resolve_loss, signed_gradient)
 
@@ -18,12 +19,14 @@ def iterate(model_fn, x, labels, eps, eps_iter, nb_iter, sign, clip_min, clip_ma
     return x_adv
 
 
-def iterative_fgsm(model_fn, x, eps, eps_iter=None, nb_iter=10, y=None, targeted=False,
+def iterative_fgsm(model_fn, x, eps, eps_iter=None, nb_iter=10, norm=np.inf, y=None, targeted=False,
                    clip_min=0.0, clip_max=1.0, rand_init=False, seed=0, loss_fn=None, loss="ce",
                    example_ids=None):
     """`nb_iter` signed steps of `eps_iter` (default 2.5 * eps / nb_iter), each projected onto
     the eps-ball around x and [clip_min, clip_max]; `rand_init` starts from a uniform point of the
-    ball, drawn per example from (seed, its id). `loss`/`loss_fn` as in `fgsm`."""
+    ball, drawn per example from (seed, its id). `norm`: np.inf only; `loss`/`loss_fn` as in
+    `fgsm`."""
+    check_norm(norm)
     check_eps(eps, clip_min, clip_max)
     nb_iter = check_count("nb_iter", nb_iter)
     x = as_input(x, clip_min, clip_max)

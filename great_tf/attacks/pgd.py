@@ -1,17 +1,18 @@
 """Projected gradient descent with random restarts (Madry et al. 2018; docs/design.md#attacks)."""
 
+import numpy as np
 import tensorflow as tf
 
 from great_tf.attacks.iterative_fgsm import iterate
-from great_tf.attacks.utils import (as_input, attack_labels, ce_loss, check_count, check_eps,
+from great_tf.attacks.utils import (as_input, attack_labels, ce_loss, check_count, check_eps, check_norm,
                                     default_eps_iter, direction, per_example, random_start,
                                     resolve_ids, resolve_loss, rows)
 from great_tf.errors import GreatError
 
 
-def pgd(model_fn, x, eps, eps_iter=None, nb_iter=10, y=None, targeted=False, restarts=1,
+def pgd(model_fn, x, eps, eps_iter=None, nb_iter=10, norm=np.inf, y=None, targeted=False, restarts=1,
         clip_min=0.0, clip_max=1.0, seed=0, loss_fn=None, loss="ce", example_ids=None):
-    """Iterative FGSM from `restarts` random starts of the eps-ball.
+    """Iterative FGSM from `restarts` random starts of the eps-ball (`norm`: np.inf only).
 
     Per example it keeps a restart that succeeded (misclassified for a non-targeted attack, the
     target predicted for a targeted one) if there is one, and among those, or if none succeeded,
@@ -20,6 +21,7 @@ def pgd(model_fn, x, eps, eps_iter=None, nb_iter=10, y=None, targeted=False, res
     """
     if int(restarts) != restarts or restarts < 1:
         raise GreatError(f"restarts must be at least 1, got {restarts}")
+    check_norm(norm)
     check_eps(eps, clip_min, clip_max)
     nb_iter = check_count("nb_iter", nb_iter)
     x = as_input(x, clip_min, clip_max)

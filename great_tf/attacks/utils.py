@@ -24,6 +24,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from great_tf.contracts import are_probabilities
 from great_tf.errors import GreatError
 from great_tf.losses import sparse_ce
 from great_tf.precision import full_precision
@@ -70,6 +71,12 @@ def check_eps(eps, clip_min, clip_max):
         raise GreatError(f"eps must be >= 0 and finite, got {eps}")
     if not clip_min < clip_max:
         raise GreatError(f"clip_min {clip_min} must be below clip_max {clip_max}")
+
+
+def check_norm(norm):
+    """The attacks are L-inf: `norm` is np.inf (cleverhans' argument; 1 and 2 are not supported)."""
+    if norm != np.inf:
+        raise GreatError(f"norm={norm!r} is not supported: great_tf's attacks are L-inf only, use norm=np.inf")
 
 
 def check_count(name, value, minimum=1):
@@ -131,14 +138,26 @@ def predicted_labels(model_fn, x):
     return tf.argmax(model_fn(x), axis=-1, output_type=tf.int32)
 
 
+def check_logits(logits):
+    """Refuses probabilities where an attack needs logits (its losses read logits, a softmax of
+    probabilities flattens them and the attack looks weaker than it is)."""
+    if are_probabilities(logits):
+        raise GreatError("model_fn gives probabilities (every output in [0, 1], every row summing "
+                         "to 1), not logits: attack the logits, e.g. the model without its final "
+                         "softmax")
+
+
 def attack_labels(model_fn, x, y, targeted):
     """The labels an attack works with: `y` if given; else, non-targeted, the model's prediction
-    (so that the true label does not leak into the attack)."""
+    (so that the true label does not leak into the attack). Checks once, on `x`, that `model_fn`
+    gives logits."""
+    logits = model_fn(x)
+    check_logits(logits)
     if y is not None:
         return as_labels(y, x)
     if targeted:
         raise GreatError("a targeted attack needs y, the target classes")
-    return predicted_labels(model_fn, x)
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
 def direction(targeted):
@@ -339,5 +358,6 @@ def correct(model_fn, x, y, batch_size=256):
 
 
 def accuracy(model_fn, x, y, batch_size=256):
-    """Top-1 accuracy in % of `model_fn` on (x, y)."""
+    """Top-1 accuracy of `model_fn` on (x, y), in percent (0-100), the unit of every accuracy
+    great_tf's functions return (Keras' own metrics in `fit` logs stay fractions)."""
     return 100.0 * float(np.mean(correct(model_fn, x, y, batch_size)))

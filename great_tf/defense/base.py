@@ -13,7 +13,8 @@ import tensorflow as tf
 from great_tf.core import GreatModel
 from great_tf.errors import GreatError
 from great_tf.losses import sparse_ce
-from great_tf.schedules import scheduled_value
+from great_tf.models.normalization import check_exact_batch_norm
+from great_tf.schedules import ScheduledFit, scheduled_value
 
 _MODES = {}
 # The paper's Table 1 order; modes added later follow, sorted.
@@ -59,14 +60,36 @@ def mode_class(name):
     return _MODES[name]
 
 
-class GreatDefense(GreatModel):
+def output_units(network):
+    """The size of a network's last output axis, or None where Keras does not know it yet."""
+    outputs = getattr(network, "outputs", None)
+    return outputs[0].shape[-1] if outputs else None
+
+
+def check_auxiliary_outputs(main, auxiliary):
+    """The auxiliary network classifies input gradients by their class: one logit per class."""
+    classes, units = output_units(main), output_units(auxiliary)
+    if classes is not None and units is not None and units != classes:
+        raise GreatError(f"the auxiliary network {auxiliary.name!r} has {units} outputs: it needs "
+                         f"one logit per class, {classes} like the main network {main.name!r}")
+
+
+class GreatDefense(ScheduledFit, GreatModel):
     """A classifier trained by `mode`; `call` is the main network's logits.
 
     `alpha` and `beta` are floats or schedules of the main optimizer's step (`PolyRamp`); a mode
     ignores the one it does not use. `fgsm_eps`, `clip_min` and `clip_max` configure the
     "adversarial" mode's FGSM examples, in the model input's pixel scale. Optimizers:
     `compile(optimizer=..., aux_optimizer=...)` (the auxiliary one only where there is one).
+
+    `main` gives logits; `auxiliary` reads tensors of the input's shape and gives one logit per
+    class. Under the modes with alpha (great, great+ce) `main` sits under a double backprop: its
+    BatchNorm layers must be `great_tf.models.ExactBatchNorm` (checked here).
     """
+
+    compile_instead = ("the losses are the mode's (GreatDefense(mode=...), alpha, beta) and it "
+                       "reports loss, accuracy and the mode's metrics; measure others with "
+                       "model.predict or great_tf.attacks")
 
     def __init__(self, main, auxiliary=None, mode="great+ce", alpha=1.0, beta=2.0,
                  fgsm_eps=0.2, clip_min=0.0, clip_max=1.0, **kwargs):
@@ -77,6 +100,10 @@ class GreatDefense(GreatModel):
         self.mode = mode
         self.main = self.network = main
         self.auxiliary = auxiliary if self.defense_mode.needs_auxiliary else None
+        if self.defense_mode.uses_alpha:  # the reversed gradient reaches main by double backprop
+            check_exact_batch_norm(main, "the main network", f"mode {mode!r}")
+        if self.auxiliary is not None:
+            check_auxiliary_outputs(main, self.auxiliary)
         self.alpha = alpha if self.defense_mode.uses_alpha else 0.0
         self.beta = beta if self.defense_mode.uses_beta else 0.0
         self.fgsm_eps = float(fgsm_eps)

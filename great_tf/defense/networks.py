@@ -2,7 +2,7 @@
 
 from great_tf.data.classification import KNOWN_SETTINGS
 from great_tf.defense.base import GreatDefense, mode_class
-from great_tf.schedules import PolyRamp, poly_adam
+from great_tf.schedules import PolyRamp, adam, paper_schedules
 
 # The paper's beta_max per data set (Sec. 3.1); mnist is our choice (digits, like SVHN). Any other
 # data set: `great_tf.data.classification.classification_info(name).beta_max`.
@@ -23,23 +23,32 @@ def build_networks(input_shape, num_classes, width=64):
     return main, aux
 
 
-def build_defense(mode, input_shape, num_classes, width=64, steps_per_epoch=1, epochs=1,
+def build_defense(mode, input_shape, num_classes, width=64, steps_per_epoch=None, epochs=None,
                   alpha_max=ALPHA_MAX, beta_max=BETA_MAX["cifar10"], learning_rate=1e-3,
                   fgsm_eps=FGSM_TRAIN_EPS, clip_min=0.0, clip_max=1.0):
-    """A compiled `GreatDefense` with the paper's settings: Adam 1e-3 with the poly multiplier for
-    both networks, alpha = alpha_max * (1 - lr), beta = beta_max * (1 - lr).
+    """A compiled `GreatDefense` of the paper's networks, both trained by Adam at `learning_rate`.
+
+    With `steps_per_epoch` and `epochs` (the run's length), the paper's schedules: the learning
+    rate times the poly multiplier m = (1 - epoch/epochs)^0.9, alpha = alpha_max * (1 - m) and
+    beta = beta_max * (1 - m), so alpha and beta are 0 during the first epoch (a one-epoch run
+    is the baseline; `fit` warns) and the learning rate is 0 after `epochs` (`fit` refuses to
+    run past it). Without them: a constant learning rate and alpha = alpha_max, beta = beta_max
+    from the first step, for as long as `fit` runs.
 
     Build it inside `strategy.scope()` to train under a distribution strategy.
     """
+    scheduled = paper_schedules(steps_per_epoch, epochs)
     needs_auxiliary = mode_class(mode).needs_auxiliary
     main, aux = build_networks(input_shape, num_classes, width)
+
+    def weight(max_value):
+        return PolyRamp(max_value, steps_per_epoch, epochs) if scheduled else float(max_value)
+
     model = GreatDefense(
-        main, aux if needs_auxiliary else None, mode,
-        alpha=PolyRamp(alpha_max, steps_per_epoch, epochs),
-        beta=PolyRamp(beta_max, steps_per_epoch, epochs),
+        main, aux if needs_auxiliary else None, mode, alpha=weight(alpha_max), beta=weight(beta_max),
         fgsm_eps=fgsm_eps, clip_min=clip_min, clip_max=clip_max,
         name=f"defense_{mode.replace('+', '_')}")
-    optimizers = {name: poly_adam(learning_rate, steps_per_epoch, epochs)
+    optimizers = {name: adam(learning_rate, steps_per_epoch, epochs)
                   for name in ("optimizer", *model.optimizer_variables())}
     model.compile(**optimizers)
     return model

@@ -23,8 +23,9 @@ from great_tf.distribute import global_batch_size
 from great_tf.errors import GreatError
 from great_tf.gradients import input_gradients
 from great_tf.losses import replica_mean, sparse_ce
+from great_tf.models.normalization import check_exact_batch_norm
 from great_tf.precision import loss_scale, scale
-from great_tf.schedules import poly_adam
+from great_tf.schedules import ScheduledFit, adam
 
 DEFAULT_ALPHA = {"distill": 0.1, "sobolev": 0.1, "great": 0.1}
 DEFAULT_TEMPERATURE = 20.0  # the paper's grid-search optimum for CNN-5 + ResNet-18
@@ -32,7 +33,7 @@ _REGISTRY = {}
 _TABLE_ORDER = ("baseline", "distill", "sobolev", "great")
 
 
-class Distiller(GreatModel):
+class Distiller(ScheduledFit, GreatModel):
     """The student trained on the labels alone; subclasses define `objective`.
 
     Arguments in `keras.distillation.Distiller`'s order, `(teacher, student, ...)`, or by
@@ -42,6 +43,9 @@ class Distiller(GreatModel):
 
     method = None
     needs_teacher = True
+    double_backprop = False  # the objective differentiates the student's input gradient
+    compile_instead = ("the loss is the objective's (build_distiller(method, ...) with alpha, "
+                       "temperature) and it reports loss, ce and accuracy")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -52,6 +56,8 @@ class Distiller(GreatModel):
         super().__init__(**kwargs)
         check_pair(type(self).__name__, teacher, student, self.needs_teacher)
         self.student = self.network = student
+        if self.double_backprop:
+            check_exact_batch_norm(student, "the student", f"method {self.method!r}")
         self.teacher = teacher
         if teacher is not None:
             teacher.trainable = False  # frozen: no trainable variable, inference-mode BN
@@ -165,10 +171,11 @@ def build_distiller(method, teacher, student, discriminator=None, alpha=None, te
     return cls(teacher, student, name=f"distill_{method}", **kwargs)
 
 
-def compile_distiller(model, steps_per_epoch, epochs, learning_rate=1e-3):
-    """The supplement's CIFAR-10 optimiser, Adam 1e-3 with the poly multiplier, for the student
-    and (our choice: the paper names none) for every network of the objective."""
-    optimizers = {name: poly_adam(learning_rate, steps_per_epoch, epochs)
+def compile_distiller(model, steps_per_epoch=None, epochs=None, learning_rate=1e-3):
+    """The supplement's CIFAR-10 optimiser, Adam 1e-3, for the student and (our choice: the paper
+    names none) for every network of the objective. With `steps_per_epoch` and `epochs`, times the
+    poly multiplier (0 after `epochs`: `fit` refuses to run past it); without, constant."""
+    optimizers = {name: adam(learning_rate, steps_per_epoch, epochs)
                   for name in ("optimizer", *model.optimizer_variables())}
     model.compile(**optimizers)
     return model

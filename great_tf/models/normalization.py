@@ -253,3 +253,22 @@ class ExactBatchNorm(keras.layers.BatchNormalization):
             batch = tf.cast(batch, moving.dtype)
             moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
         return tf.cast(y, self.compute_dtype)
+
+
+def inexact_batch_norms(model):
+    """The trainable Keras `BatchNormalization` layers of `model` (nested ones too) whose
+    training-mode second derivatives are wrong: those neither `ExactBatchNorm` nor synchronized."""
+    return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+            and not getattr(layer, "synchronized", False)]
+
+
+def check_exact_batch_norm(model, role, why):
+    """Refuses, in one line, a network under a double backprop (`role`, e.g. "the main network")
+    with a Keras BatchNormalization whose second-order gradients are wrong (docs/design.md#exactness)."""
+    found = inexact_batch_norms(model)
+    if found:
+        raise GreatError(
+            f"{role} {model.name!r} has keras.layers.BatchNormalization {found[0].name!r}, whose "
+            f"second-order gradients are wrong under {why}'s double backprop: use "
+            f"great_tf.models.ExactBatchNorm (or great_tf.models.batch_norm()) instead")

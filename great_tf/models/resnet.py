@@ -53,9 +53,26 @@ def resnet11(input_shape, num_outputs, widths=(256, 128, 64, 32), strides=(1, 1,
 
 
 def task_classifier(feature_shape, num_tasks, width=64, name="task_classifier"):
-    """ResNet-11 with LeakyReLU(0.2) over gradient tensors at the shared feature (Alg. 3)."""
-    widths = tuple(scaled(c, width) for c in (256, 128, 64, 32))
-    return resnet11(feature_shape, num_tasks, widths, act="leaky_relu", name=name)
+    """The classifier of gradient tensors at the shared feature (Alg. 3), by the feature's rank:
+    over a feature map (H, W, C), the paper's ResNet-11 with LeakyReLU(0.2), its widths scaled
+    by `width`; over a vector (D,), an MLP with two hidden layers of max(D, 8) units and
+    LeakyReLU(0.2) (our choice: the paper's features are all maps). Any other feature needs a
+    classifier of your own."""
+    from great_tf.errors import GreatError
+
+    feature_shape = tuple(feature_shape)
+    if len(feature_shape) == 3:
+        widths = tuple(scaled(c, width) for c in (256, 128, 64, 32))
+        return resnet11(feature_shape, num_tasks, widths, act="leaky_relu", name=name)
+    if len(feature_shape) == 1:
+        inputs = keras.Input(feature_shape, name="gradient")
+        x = inputs
+        for i in range(2):
+            x = keras.layers.Dense(max(feature_shape[0], 8), name=f"hidden{i}")(x)
+            x = keras.layers.LeakyReLU(0.2, name=f"hidden{i}_act")(x)
+        return keras.Model(inputs, keras.layers.Dense(num_tasks, name="logits")(x), name=name)
+    raise GreatError(f"no default task classifier for a shared feature of shape {feature_shape} "
+                     f"(a map (H, W, C) or a vector (D,) have one): pass classifier=...")
 
 
 # -- Deeper ResNets and other input sizes (knowledge distillation, Table 3) -------------------------

@@ -31,6 +31,7 @@ from great_tf.core import GreatModel
 from great_tf.distribute import global_batch_size, replica_sum
 from great_tf.errors import GreatError
 from great_tf.precision import loss_scale, scale
+from great_tf.schedules import ScheduledFit
 
 _REGISTRY = {}
 
@@ -115,15 +116,18 @@ class TaskWeights(keras.layers.Layer):
                 "initial_value": self.initial_value}
 
 
-class MultiTaskModel(GreatModel):
+class MultiTaskModel(ScheduledFit, GreatModel):
     """A shared encoder and one decoder per task; `call` returns {task name: output}.
 
-    `y` in the data is a dict of targets with the same keys. Evaluation reports each task's loss
-    and its metrics. The base step is equal weights; methods override `network_gradients`.
+    `y` in the data is a dict of targets keyed by task name, or a list in the order of `tasks`.
+    Evaluation reports each task's loss and its metrics. The base step is equal weights; methods override `network_gradients`.
     """
 
     method = None
     hyperparameters = {}
+    compile_instead = ("a task's loss and metrics are its Task's (subclass great_tf.mtl.Task: "
+                       "per_example_loss, make_metrics) and the task weights are the method's "
+                       "(build_method(name, ...))")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -171,6 +175,29 @@ class MultiTaskModel(GreatModel):
         for layer in self._flatten_layers(include_self=False):
             if not layer.built and layer.weights and type(layer).build is keras.layers.Layer.build:
                 layer.built = True
+
+    # -- data ------------------------------------------------------------------------------------
+    def unpack(self, data):
+        x, y = super().unpack(data)
+        return x, self.targets_by_task(y)
+
+    def targets_by_task(self, y):
+        """{task name: target}: `y` as a dict with every task's name (extra keys are ignored) or
+        a list or tuple in the order of `tasks`."""
+        names = [t.name for t in self.tasks]
+        if isinstance(y, (list, tuple)):
+            if len(y) != len(names):
+                raise GreatError(f"got {len(y)} targets for the {len(names)} tasks {', '.join(names)}: "
+                                 f"give one per task, in that order, or a dict keyed by task name")
+            return dict(zip(names, y))
+        if not isinstance(y, dict):
+            raise GreatError(f"the targets are a {type(y).__name__}: give a dict keyed by the task "
+                             f"names {', '.join(names)} (or a list in that order)")
+        missing = [n for n in names if n not in y]
+        if missing:
+            raise GreatError(f"the targets have no {', '.join(map(repr, missing))}: their keys are "
+                             f"{', '.join(map(repr, y))}, the tasks are {', '.join(names)}")
+        return {n: y[n] for n in names}
 
     # -- forward ---------------------------------------------------------------------------------
     def head_inputs(self, feature):

@@ -22,7 +22,7 @@ def input_free_metrics(tasks, train_targets, test_targets):
             continue
         (column,) = task.metric_labels().values()
         train, test = np.asarray(train_targets[task.name]), np.asarray(test_targets[task.name])
-        if task.kind == "classification":
+        if task.categorical:
             majority = np.bincount(train.astype(np.int64).ravel()).argmax()
             floors[column] = 100.0 * float(np.mean(test != majority))
         else:

@@ -101,8 +101,6 @@ def compile_mtl(model, steps_per_epoch, epochs, learning_rate=1e-3):
     def adam():
         return poly_adam(learning_rate, steps_per_epoch, epochs)
 
-    if getattr(model, "steps_per_epoch", 0) is None:
-        model.steps_per_epoch = int(steps_per_epoch)  # methods that read the epoch (DWA)
     own = model.method_optimizers()
     model.compile(optimizer=adam(), **{name: own.get(name) or adam()
                                        for name in model.optimizer_variables()})

@@ -35,6 +35,7 @@ class GreatDistiller(Distiller):
     """
 
     method = "great"
+    double_backprop = True
 
     def __init__(self, teacher, student, discriminator, alpha=DEFAULT_ALPHA["great"], **kwargs):
         super().__init__(teacher, student, **kwargs)
@@ -110,8 +111,8 @@ class GreatDistiller(Distiller):
         return self.logs()
 
     def discriminator_accuracy(self, x, y):
-        """(accuracy on teacher gradients, on student gradients), all in inference mode."""
+        """(accuracy on teacher gradients, on student gradients) in percent, in inference mode."""
         g_t, g_s = self.gradient_pair(x, y)
         d_teacher, d_student = self.discriminate(g_t, g_s, training=False)
-        return (tf.reduce_mean(tf.cast(d_teacher > 0, tf.float32)),
-                tf.reduce_mean(tf.cast(d_student < 0, tf.float32)))
+        return (100.0 * tf.reduce_mean(tf.cast(d_teacher > 0, tf.float32)),
+                100.0 * tf.reduce_mean(tf.cast(d_student < 0, tf.float32)))

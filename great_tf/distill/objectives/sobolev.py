@@ -17,6 +17,7 @@ class SobolevStudent(Distiller):
     """
 
     method = "sobolev"
+    double_backprop = True
 
     def __init__(self, teacher, student, alpha=DEFAULT_ALPHA["sobolev"], **kwargs):
         super().__init__(teacher, student, **kwargs)

@@ -100,9 +100,10 @@ class GreatMTL(MultiTaskModel):
     def from_functional(cls, model, tasks, classifier=None, **kwargs):
         """GREAT on a user's functional model that holds one `GAL` per task.
 
-        Every GAL must read the same shared feature and output i must depend on the GAL of
-        task i (the GALs in the order of `tasks`). The model's own layers and GAL weights are
-        reused, so training this wrapper trains `model`.
+        Task `name` trains the output named `name`: its key when the model's outputs are a dict,
+        else the name of the layer that gives it (`model.output_names`). Every GAL must read the
+        same shared feature, and each task's output must depend on exactly one GAL, its own. The
+        model's own layers and GAL weights are reused, so training this wrapper trains `model`.
         """
         gals = [layer for layer in model.layers if isinstance(layer, GAL)]
         tasks = tuple(tasks)
@@ -112,8 +113,43 @@ class GreatMTL(MultiTaskModel):
                 f"{len(tasks)} tasks: put one GAL between the shared feature and each task's head")
         if len({id(gal.input) for gal in gals}) != 1:
             raise GreatError("every GAL must take the same shared feature tensor as input")
+        outputs = outputs_by_name(model)
         encoder = keras.Model(model.inputs, gals[0].input, name=f"{model.name}_encoder")
-        decoders = {t.name: keras.Model(gal.output, out, name=f"{model.name}_{t.name}_head")
-                    for t, gal, out in zip(tasks, gals, model.outputs)}
-        return cls(encoder, decoders, tasks, classifier=classifier,
-                   gals={t.name: gal for t, gal in zip(tasks, gals)}, **kwargs)
+        decoders, task_gals = {}, {}
+        for t in tasks:
+            if t.name not in outputs:
+                raise GreatError(f"the model has no output named {t.name!r} for task {t.name!r}: its "
+                                 f"outputs are {', '.join(map(repr, outputs))}; name each task's "
+                                 f"output layer (or its key in a dict of outputs) after the task")
+            upstream = [gal for gal in gals if depends_on(outputs[t.name], gal)]
+            if len(upstream) != 1:
+                raise GreatError(f"the output {t.name!r} depends on {len(upstream)} GAL layers: "
+                                 f"each task's head must read the shared feature through one GAL")
+            task_gals[t.name] = upstream[0]
+            decoders[t.name] = keras.Model(upstream[0].output, outputs[t.name],
+                                           name=f"{model.name}_{t.name}_head")
+        return cls(encoder, decoders, tasks, classifier=classifier, gals=task_gals, **kwargs)
+
+
+def outputs_by_name(model):
+    """{name: output tensor} of a functional model: the keys of a dict of outputs, else the names
+    of the layers that give them."""
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        return dict(struct)
+    return dict(zip(model.output_names, model.outputs))
+
+
+def depends_on(tensor, layer):
+    """Whether the symbolic `tensor` is computed from an output of `layer` (a walk up its graph)."""
+    seen, todo = set(), [tensor]
+    while todo:
+        t = todo.pop()
+        operation, node_index, _ = t._keras_history
+        if operation is layer:
+            return True
+        if (id(operation), node_index) in seen:
+            continue
+        seen.add((id(operation), node_index))
+        todo.extend(operation._inbound_nodes[node_index].input_tensors)
+    return False

@@ -29,7 +29,7 @@ class UncertaintyMTL(MultiTaskModel):
         return {"weight_optimizer": [self.task_weights.values]}
 
     def kendall_factors(self):
-        return tf.constant([1.0 if t.kind == "classification" else 0.5 for t in self.tasks],
+        return tf.constant([1.0 if t.categorical else 0.5 for t in self.tasks],
                            self.task_weights.values.dtype)
 
     def normalized_weights(self):
