@@ -67,8 +67,8 @@ def parse_args(argv=None):
                         help="share of the (non-validation) training set: 1.0 dense, 0.05 sparse")
     parser.add_argument("--val-fraction", type=flags.fraction_type, default=0.1,
                         help="stratified share of the training set held out for the objective")
-    parser.add_argument("--alphas", type=common.float_list, help="override the alpha grid")
-    parser.add_argument("--temperatures", type=common.float_list, help="override the temperature grid")
+    parser.add_argument("--alphas", type=flags.number_list(flags.nonnegative_float), help="override the alpha grid")
+    parser.add_argument("--temperatures", type=flags.number_list(flags.positive_float), help="override the temperature grid")
     parser.add_argument("--preset", default="small", choices=tuple(PRESETS))
     parser.add_argument("--epochs", type=flags.positive_int)
     parser.add_argument("--batch-size", type=flags.positive_int)
@@ -83,6 +83,9 @@ def parse_args(argv=None):
 
 def search_space(method, args):
     grid = dict(GRIDS[method])
+    if method == "distill" and args.alphas and max(args.alphas) > 1.0:
+        raise GreatError(f"--alphas {max(args.alphas):g}: Hinton distillation's alpha mixes CE and "
+                         f"the soft loss, (1 - alpha) CE + alpha T^2 KL, and must be in [0, 1]")
     if args.alphas:
         grid["alpha"] = args.alphas
     if args.temperatures and "temperature" in grid:

@@ -23,8 +23,8 @@ def check_args(args):
     args.eps = info.eps * args.pixel_scale if args.eps is None else args.eps
     args.beta_max = info.beta_max if args.beta_max is None else args.beta_max
     args.num_classes = info.num_classes
-    for name in ("eps", "eps_iter", "fgsm_train_eps"):
-        value = getattr(args, name)
+    given = [(name, getattr(args, name)) for name in ("eps", "eps_iter", "fgsm_train_eps")]
+    for name, value in given + [("eps_grid", e) for e in getattr(args, "eps_grid", None) or ()]:
         if value is not None and not 0 <= value <= args.pixel_scale:
             raise GreatError(f"--{name.replace('_', '-')} {value} is outside [0, {args.pixel_scale}], "
                              f"the pixel scale: set --pixel-scale to the scale your eps is on")
