@@ -323,16 +323,17 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
-def read_json(path):
-    """The JSON at `path`; None if missing; a one-line `GreatError` if unreadable."""
+def read_json(path, fix=None):
+    """The JSON at `path`; None if missing; a one-line `GreatError` if unreadable, ending in `fix`
+    (default: delete the run folder or drop --resume)."""
     if not os.path.exists(path):
         return None
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GreatError(f"{path} is unreadable ({type(err).__name__}): delete its run folder "
-                         f"{os.path.dirname(path)} or drop --resume to start over") from None
+        fix = fix or f"delete its run folder {os.path.dirname(path)} or drop --resume to start over"
+        raise GreatError(f"{path} is unreadable ({type(err).__name__}): {fix}") from None
 
 
 def clear_folder(folder):
