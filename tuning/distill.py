@@ -235,13 +235,15 @@ def load(args):
 
 
 def write_tables(rows, trial_rows, args):
+    from great_tf.distill.runs import step_cap_note, training_set_note
     from great_tf.reporting import write_table
 
     notes = [
-        f"Student {args.student} on {args.dataset}, {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.tuner} search; objective: accuracy on a stratified {args.val_fraction:g} of the "
-        f"training set held out (seed {args.seed}); test accuracy of the chosen trial reported "
-        f"separately. Every trial starts from the same student weights.",
+        f"Student {args.student} on {args.dataset}, {args.epochs} epochs{step_cap_note(args)}, batch "
+        f"{args.batch_size}, {args.tuner} search; objective: accuracy on a stratified "
+        f"{args.val_fraction:g} of the {training_set_note(args)} held out (seed {args.seed}); test "
+        f"accuracy of the chosen trial reported separately. Every trial starts from the same student "
+        f"weights.",
         "trials to best: the trial (in run order) that first reached the best validation accuracy; "
         "trials to within 0.5: the first within 0.5 points of it; random trials to within 0.5: "
         "how many a random search over the same settings needs on average, (N + 1) / (k + 1) "
