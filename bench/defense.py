@@ -164,4 +164,4 @@ def main(argv=None):
 if __name__ == "__main__":
     from trainers.flags import run_cli
 
-    run_cli(main)
+    run_cli(main, interrupted_hint=None)  # a benchmark has nothing to resume

@@ -78,4 +78,4 @@ if __name__ == "__main__":
     from great_tf.startup import quiet_tensorflow_startup
 
     quiet_tensorflow_startup()  # before main imports TensorFlow, as the trainers' packages do
-    run_cli(main)
+    run_cli(main, interrupted_hint=None)

@@ -499,9 +499,13 @@ def foreseeable_failure(err):
     return None
 
 
-def run_cli(main, argv=None):
+RESUME_HINT = "run again with --resume to continue from the last finished epoch"
+
+
+def run_cli(main, argv=None, interrupted_hint=RESUME_HINT):
     """Runs `main(argv)`: a GreatError or a foreseeable failure (out of memory) ends in one line and
-    exit 2, an interrupt in one line and exit 130, a --stop-after stop in one line and exit 0.
+    exit 2, an interrupt in one line (`interrupted: <interrupted_hint>`: how this command continues,
+    None for a command that does not) and exit 130, a --stop-after stop in one line and exit 0.
     Releases the run folders' locks at the end."""
     import absl.logging
 
@@ -515,8 +519,7 @@ def run_cli(main, argv=None):
         print(stop, file=sys.stderr)
         return None
     except KeyboardInterrupt:
-        print("interrupted: run again with --resume to continue from the last finished epoch",
-              file=sys.stderr)
+        print("interrupted" + (f": {interrupted_hint}" if interrupted_hint else ""), file=sys.stderr)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - only foreseeable failures are caught, others re-raised
         message = foreseeable_failure(err)

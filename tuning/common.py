@@ -9,6 +9,18 @@ import time
 from great_tf.errors import GreatError, TrainingDiverged
 
 
+SWEEP_INTERRUPTED = ("run the same command again to continue the sweep: finished trials are kept and "
+                     "the interrupted one continues from its last finished epoch")
+
+
+def run_cli(main):
+    """`great_tf.runs.run_cli` for a sweep, whose interrupt says how a sweep continues (it has no
+    --resume: the same command resumes it)."""
+    from trainers import flags
+
+    return flags.run_cli(main, interrupted_hint=SWEEP_INTERRUPTED)
+
+
 def add_sweep_flags(parser):
     """The flags every sweep takes after its own: where, which seed, tuner state, verbosity and
     the runtime (strategy) flags of the trainers."""

@@ -277,4 +277,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    flags.run_cli(main)
+    common.run_cli(main)
