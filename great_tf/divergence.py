@@ -9,8 +9,9 @@ import keras
 
 from great_tf.errors import TrainingDiverged
 
-HINT = ("the run diverged: lower its loss weights (alpha_max, beta_max, alpha) or its learning rate, "
-        "and start it again (without --resume: its checkpoints hold the same run)")
+HINT = ("the run diverged: lower what scales its losses or steps (alpha_max, beta_max, alpha, the "
+        "method's hyperparameters, the learning rate) and start it again without --resume (its "
+        "checkpoints hold the same run)")
 
 
 def non_finite(logs):
