@@ -74,18 +74,23 @@ def test_a_diverged_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path, 
 
     class Space(kt.HyperModel):
         def build(self, hp):
-            hp.Choice("alpha", [1.0, 1e30, 2e30, 3e30, 4e30])
+            hp.Choice("alpha", [1.0, 1e30, 2e30, 3e30, 4e30, 5.0])
             return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])  # never trained
 
         def fit(self, hp, model, *args, **kwargs):
+            if hp.get("alpha") == 5:
+                raise ValueError("a bug, not a divergence")
             if hp.get("alpha") > 1:
                 raise TrainingDiverged("training stopped at epoch 2, step 1: loss is nan; lower it")
             return {"score": 1.0}
 
     make_tuner(Space(), kt.Objective("score", "max"), "grid", None, str(tmp_path), "p", False, 0).search(verbose=0)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial")]
-    assert len(lines) == 5
-    assert lines[1].startswith("trial 2 of 5: alpha 1e+30: failed (training stopped at epoch 2, step 1: "
+    out, err = capsys.readouterr()
+    # keras-tuner prints a traceback for every failed trial: here only the unforeseen error's.
+    assert "Traceback" not in out and err.count("Traceback") == 1 and "ValueError: a bug" in err
+    lines = [line for line in out.splitlines() if line.startswith("trial")]
+    assert len(lines) == 6 and lines[-1].startswith("trial 6 of 6: alpha 5: failed; ")
+    assert lines[1].startswith("trial 2 of 6: alpha 1e+30: failed (training stopped at epoch 2, step 1: "
                                "loss is nan; lower it); ")
 
 

@@ -4,6 +4,7 @@ a line when they end, and a one-line error for a tuner state that cannot be read
 import json
 import math
 import os
+import sys
 import time
 
 from great_tf.errors import GreatError, TrainingDiverged
@@ -46,12 +47,22 @@ def with_trial_dirs(tuner_class):
                 return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id),
                                          **kwargs)
             except TrainingDiverged as err:
-                # The trial failed, the sweep goes on: keras-tuner records it as failed (not to be
-                # retried) and the trial's line gives the reason, not a traceback.
+                # The trial fails (not retried) and the sweep goes on; its line gives the reason.
                 import keras_tuner as kt
 
                 self._trial_failure = str(err)
                 raise kt.errors.FailedTrialError(str(err)) from None
+
+        def _try_run_and_update_trial(self, trial, *args, **kwargs):
+            # keras-tuner prints the traceback of every failed trial (its DEBUG, on by default);
+            # `on_trial_end` prints it for the failures that are not a one-line divergence.
+            from keras_tuner.src import config
+
+            debug, config.DEBUG = config.DEBUG, False
+            try:
+                return super()._try_run_and_update_trial(trial, *args, **kwargs)
+            finally:
+                config.DEBUG = debug
 
         def on_trial_begin(self, trial):
             super().on_trial_begin(trial)
@@ -61,6 +72,8 @@ def with_trial_dirs(tuner_class):
         def on_trial_end(self, trial):
             super().on_trial_end(trial)  # records the trial's status and score in the oracle
             seconds = time.time() - getattr(self, "_trial_started", time.time())
+            if trial.status != "COMPLETED" and trial.message and not getattr(self, "_trial_failure", None):
+                print(trial.message, file=sys.stderr, flush=True)  # an unforeseen error: all of it
             print(trial_line(self.oracle, trial, seconds, getattr(self, "_trial_failure", None)),
                   flush=True)
 
@@ -127,7 +140,9 @@ def make_tuner(hypermodel, objective, tuner, max_trials, logdir, project, overwr
     a one-line error if that state is unreadable."""
     import keras_tuner as kt
 
-    # A diverged trial fails alone: keras-tuner's default stops the sweep after 3 failures in a row.
+    # A diverged trial fails alone: keras-tuner's default would end the sweep after 3 failed trials
+    # in a row (a grid corner of large weights). Other failures print their traceback, and a sweep
+    # that finishes no trial ends in one line.
     common = {"objective": objective, "directory": os.path.join(logdir, "tuner"),
               "project_name": project, "overwrite": overwrite, "seed": seed,
               "max_consecutive_failed_trials": None}
