@@ -25,6 +25,7 @@ REFUSED = [
     ("trainers.distill", ["--fraction", "nan"], "argument --fraction: must be a finite number in (0, 1]"),
     ("trainers.mtl", ["--dwa-temperature", "0"], "argument --dwa-temperature: must be a finite number > 0"),
     ("trainers.mtl", ["--gradnorm-alpha", "nan"], "argument --gradnorm-alpha: must be a finite number >= 0"),
+    ("trainers.mtl", ["--pcgrad-seed", "-3"], "argument --pcgrad-seed: must be in [0, 2147483647], got -3"),
     ("trainers.mtl", ["--famo-weight-lr", "-1"], "argument --famo-weight-lr: must be a finite number >= 0"),
     ("tuning.defense", ["--alphas", "nan"], "argument --alphas: expected comma-separated numbers, each a "
                                             "finite number >= 0, got 'nan'"),

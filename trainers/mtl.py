@@ -52,9 +52,12 @@ DIVISORS = ("temperature", "concentration")
 
 def hyperparameter_type(key, default):
     """The flag type of a method's hyperparameter: every float one (a loss weight, a rate, a
-    norm) is finite and >= 0, a divisor > 0; others parse as their default's type."""
+    norm) is finite and >= 0, a divisor > 0, a seed in the seeds' range; others parse as their
+    default's type (and the method checks their values)."""
     if isinstance(default, float):
         return flags.positive_float if key in DIVISORS else flags.nonnegative_float
+    if key == "seed":
+        return flags.seed_type
     return type(default)
 
 
