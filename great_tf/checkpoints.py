@@ -17,7 +17,9 @@ The last two checkpoints are kept. `restore` tries the newest first; one that do
 in one line and the previous one is used; when none restores, a one-line `GreatError` names the
 file and how to start over. The `checkpoint` state file is not trusted: checkpoints are found by
 their index files, and the state file is rewritten from them. A save killed midway leaves a
-`ckpt-N_temp/` folder, removed before the next restore or save.
+`ckpt-N_temp/` folder, removed before the next restore or save; a save that fails (a full disk, a
+file-size limit) ends the run in one line, its partial files removed and the previous checkpoints
+intact.
 """
 
 import dataclasses
@@ -203,10 +205,29 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._epoch.assign(epoch + 1)
         checkpoint.next_batch.assign((epoch + 1) * steps)
         checkpoint.train_seconds.assign(self.start.train_seconds + time.time() - self._began)
-        if self.before_first_save is not None:
-            self.before_first_save()
-            self.before_first_save = None
-        self._manager.save(checkpoint_number=epoch + 1)
+        try:
+            if self.before_first_save is not None:
+                self.before_first_save()
+                self.before_first_save = None
+            self._manager.save(checkpoint_number=epoch + 1)
+        except (tf.errors.OpError, OSError) as err:  # a full disk, a file-size limit, a lost mount
+            raise self.save_failed(epoch + 1, err) from None
+
+    def save_failed(self, epoch, err):
+        """The one-line error of a save that failed; the save's partial files are removed, and
+        the previous checkpoints were not touched (the manager deletes old ones only after a
+        save succeeded), so --resume continues from the last saved epoch."""
+        clean_partial_saves(self._manager.directory)
+        if isinstance(err, OSError):
+            reason = err.strerror or type(err).__name__
+        else:  # TensorFlow's message ends in the system's: "...tempstate123; File too large [Op:SaveV2]"
+            reason = re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", str(err)).split(";")[-1].strip() or type(err).__name__
+        last = saved_checkpoints(self._manager.directory)
+        resume = (f"--resume continues after epoch {last[0][0]}, its last saved checkpoint" if last
+                  else "no epoch of this run is saved yet")
+        return GreatError(f"cannot save the checkpoint of epoch {epoch} in {self._manager.directory} "
+                          f"({reason}): free disk space (or raise the file-size limit) and run again; "
+                          f"{resume}")
 
     def on_train_end(self, logs=None):
         if self._scratch:

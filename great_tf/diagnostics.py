@@ -10,7 +10,6 @@ with BatchNorm's moving statistics against its batch statistics, and the scale o
   pushing every logit one way. GREACE with a large beta does this.
 """
 
-import argparse
 import dataclasses
 
 import numpy as np
@@ -55,16 +54,20 @@ def check_model(model, x, y, batch_size=256):
 
 def main(argv=None):
     from great_tf.data import load_classification
-    from great_tf.saving import load_model
+    from great_tf.saving import check_input_shape, load_model
+    from trainers import flags
 
-    parser = argparse.ArgumentParser(prog="python -m great_tf.diagnostics", description=__doc__.split("\n")[0])
+    parser = flags.OneLineParser(prog="python -m great_tf.diagnostics", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a saved classifier (.keras) that outputs logits")
     parser.add_argument("--dataset", required=True, help="a prepared TFDS image-classification set")
-    parser.add_argument("--limit", type=int, default=2000, help="first N test images (default 2000)")
+    parser.add_argument("--limit", type=flags.positive_int, default=2000,
+                        help="first N test images (default 2000)")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
+    model = load_model(args.model)
     x, y = load_classification(args.dataset, "test", args.data_dir, args.limit)
-    result = check_model(load_model(args.model), x, y)
+    check_input_shape(model, x.shape[1:], args.model, args.dataset)
+    result = check_model(model, x, y)
     print(f"{args.model} on the first {len(y)} {args.dataset} test images:")
     print("\n".join("  " + line for line in result.lines()))
     return result
@@ -72,5 +75,7 @@ def main(argv=None):
 
 if __name__ == "__main__":
     from great_tf.runs import run_cli
+    from great_tf.startup import quiet_tensorflow_startup
 
-    run_cli(main)
+    quiet_tensorflow_startup()  # before main imports TensorFlow, as the trainers' packages do
+    run_cli(main, interrupted_hint=None)

@@ -1,8 +1,9 @@
 """Result tables (Markdown, CSV, JSON) and figures for the trainers."""
 
 import csv
-import json
 import os
+
+from great_tf.runs import write_json
 
 
 def markdown_table(rows, columns, formats=None):
@@ -33,8 +34,7 @@ def write_table(rows, columns, stem, title=None, notes=(), formats=None):
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    with open(f"{stem}.json", "w", encoding="utf-8") as f:
-        json.dump({"title": title, "columns": columns, "rows": rows, "notes": list(notes)}, f, indent=2)
+    write_json(f"{stem}.json", {"title": title, "columns": columns, "rows": rows, "notes": list(notes)})
     return "\n".join(parts)
 
 

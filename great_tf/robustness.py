@@ -20,6 +20,7 @@ the symptoms; `masking_diagnostics` measures each and returns one finding per ch
   the white-box ones.
 - `zero-gradients`: the share of examples whose input gradient is exactly zero or not finite
   (zero cross-entropy gradients with non-zero margin gradients: the softmax saturates).
+- `outputs-are-finite`: nan or inf outputs (a diverged model) make every other number meaningless.
 - `outputs-are-logits`: attacks and the cross-entropy expect logits; probabilities flatten the loss.
 
 A finding is a dict {"check", "flagged", "evidence"}, the evidence one sentence with the numbers.
@@ -68,7 +69,8 @@ def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measure
     """
     x = as_input(x, clip_min, clip_max).numpy()
     y = as_labels(y, x).numpy()
-    logits = check_outputs_are_logits(model_fn, x, batch_size)
+    outputs = model_outputs(model_fn, x, batch_size)
+    finite, logits = check_outputs_are_finite(outputs), check_outputs_are_logits(outputs)
     if logits["flagged"]:
         return [logits]  # the attacks refuse probabilities: no other check can run
     accuracy = {k: v for k, v in (measured or {}).items() if v is not None}
@@ -101,6 +103,7 @@ def masking_diagnostics(model_fn, x, y, eps, clip_min=0.0, clip_max=1.0, measure
         check_weaker_than_white_box("gradient-free-vs-white-box", GRADIENT_FREE, accuracy, tol),
         check_weaker_than_white_box("transfer-vs-white-box", TRANSFER, accuracy, tol),
         check_zero_gradients(model_fn, x, y, batch_size),
+        finite,
         logits,
     ]
 
@@ -211,9 +214,29 @@ def check_zero_gradients(model_fn, x, y, batch_size=256):
                    evidence + f" (flagged above {ZERO_GRADIENT_LIMIT:g} % of examples).")
 
 
-def check_outputs_are_logits(model_fn, x, batch_size=256):
-    outputs = np.concatenate([np.asarray(model_fn(tf.constant(x[s:s + batch_size])), np.float64)
-                              for s in range(0, len(x), batch_size)])
+def model_outputs(model_fn, x, batch_size=256):
+    """The model's outputs on `x`, float64 [n, classes]."""
+    return np.concatenate([np.asarray(model_fn(tf.constant(x[s:s + batch_size])), np.float64)
+                           for s in range(0, len(x), batch_size)])
+
+
+def check_outputs_are_finite(outputs):
+    """nan or inf outputs (a diverged training, an overflow) make every attack's number
+    meaningless: an argmax over nan is class 0, a gradient through it nan."""
+    bad = int(np.sum(~np.all(np.isfinite(outputs), axis=1)))
+    if bad:
+        return finding("outputs-are-finite", True,
+                       f"{bad} of {len(outputs)} examples have nan or inf outputs: the model is "
+                       f"broken (a diverged training?) and no accuracy here measures robustness.")
+    return finding("outputs-are-finite", False, f"every output of the {len(outputs)} examples is finite.")
+
+
+def check_outputs_are_logits(outputs):
+    """Probabilities instead of logits flatten the loss; judged on the examples with finite
+    outputs only (non-finite ones are `check_outputs_are_finite`'s)."""
+    outputs = outputs[np.all(np.isfinite(outputs), axis=1)]
+    if not len(outputs):
+        return finding("outputs-are-logits", False, "not run: no example has finite outputs.")
     sums = outputs.sum(axis=1)
     if are_probabilities(outputs):
         return finding("outputs-are-logits", True,

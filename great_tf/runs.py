@@ -16,7 +16,9 @@ A command (a trainer, a sweep) works in one folder, `--logdir`, and writes one s
   otherwise train from scratch for hours); `--resume-if-present` resumes what is there and starts
   the rest.
 - `fit_resumable`: `model.fit` over the run's training stream (`great_tf.data.pipeline`) from the
-  checkpoint's data position, a checkpoint per epoch (`great_tf.checkpoints`), `--stop-after`.
+  checkpoint's data position, a checkpoint per epoch (`great_tf.checkpoints`), `--stop-after`, a
+  one-line stop at the first non-finite loss (`great_tf.divergence`).
+- `write_json`: atomic, and strict JSON: a non-finite number is written as null.
 - `run_cli`: a `GreatError`, an out-of-memory error, an interrupt end in one line.
 """
 
@@ -300,17 +302,35 @@ def run_config(args, extra=None):
     return config
 
 
+def json_safe(value):
+    """`value` with every non-finite float (nan, inf: a metric of a diverged run) as None."""
+    import math
+
+    if isinstance(value, float):  # numpy's float64 too
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # a NumPy scalar or array
+        return json_safe(value.tolist())
+    return value
+
+
 def write_json(path, value):
-    """Writes JSON atomically: a reader (or a resumed run after a kill) never sees half a file."""
+    """Writes JSON atomically: a reader (or a resumed run after a kill) never sees half a file.
+
+    JSON has no NaN or Infinity (Python writes them, but strict readers such as jq and
+    JavaScript's JSON.parse refuse the file): a non-finite number is written as null."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
+        json.dump(json_safe(value), f, indent=2, ensure_ascii=False, allow_nan=False)
     os.replace(tmp, path)
 
 
 def read_json(path, fix=None):
     """The JSON at `path`; None if missing; a one-line `GreatError` if unreadable, ending in `fix`
-    (what to do about it; by default what a resumed run does)."""
+    (default: delete the run folder or drop --resume)."""
     if not os.path.exists(path):
         return None
     try:
@@ -417,7 +437,9 @@ def describe_position(state, train, args):
 
 def fit_resumable(model, run_dir, args, train, validation_data, epochs, steps, callbacks=(),
                   augment=None, tensorboard=True):
-    """`model.fit` with a checkpoint per epoch, TensorBoard logs, --resume and --stop-after.
+    """`model.fit` with a checkpoint per epoch, TensorBoard logs, --resume and --stop-after; a run
+    whose loss becomes nan or inf stops there with a one-line `TrainingDiverged`
+    (`great_tf.divergence`), before its next checkpoint.
 
     `train`: the training arrays (any nest), batched and augmented (`augment(batch, seed)`) by the
     run's training stream, or a function `make_stream(start, stop)` giving stream batches
@@ -429,6 +451,7 @@ def fit_resumable(model, run_dir, args, train, validation_data, epochs, steps, c
     import keras
 
     from great_tf.checkpoints import EpochCheckpoint, RunState, restore
+    from great_tf.divergence import StopOnNonFiniteLoss
     from great_tf.models.resnet import check_onednn_batch
 
     check_onednn_batch(model, args.batch_size, model.distribute_strategy.num_replicas_in_sync)
@@ -455,7 +478,7 @@ def fit_resumable(model, run_dir, args, train, validation_data, epochs, steps, c
                   steps_per_epoch=steps, validation_data=validation_data,
                   verbose=progress_verbosity(getattr(args, "verbose", None)),
                   shuffle=False,  # the stream already shuffles, by (seed, data epoch)
-                  callbacks=[*logs, saver, *callbacks])
+                  callbacks=[StopOnNonFiniteLoss(), *logs, saver, *callbacks])
     seconds = state.train_seconds + (time.time() - start if state.epoch < stop else 0.0)
     if stop < epochs:
         raise RunStopped(f"stopped after epoch {stop} of {epochs} (--stop-after) in {run_dir}: run "
@@ -484,10 +507,11 @@ def foreseeable_failure(err):
 RESUME_HINT = "run again with --resume to continue from the last finished epoch"
 
 
-def run_cli(main, argv=None, resume_hint=RESUME_HINT):
+def run_cli(main, argv=None, interrupted_hint=RESUME_HINT):
     """Runs `main(argv)`: a GreatError or a foreseeable failure (out of memory) ends in one line and
-    exit 2, an interrupt in one line saying how to go on (`resume_hint`) and exit 130, a
-    --stop-after stop in one line and exit 0. Releases the run folders' locks at the end."""
+    exit 2, an interrupt in one line (`interrupted: <interrupted_hint>`: how this command continues,
+    None for a command that does not) and exit 130, a --stop-after stop in one line and exit 0.
+    Releases the run folders' locks at the end."""
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS' folder warnings are not news here
@@ -500,7 +524,7 @@ def run_cli(main, argv=None, resume_hint=RESUME_HINT):
         print(stop, file=sys.stderr)
         return None
     except KeyboardInterrupt:
-        print(f"interrupted: {resume_hint}", file=sys.stderr)
+        print("interrupted" + (f": {interrupted_hint}" if interrupted_hint else ""), file=sys.stderr)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - only foreseeable failures are caught, others re-raised
         message = foreseeable_failure(err)

@@ -41,3 +41,19 @@ def load_model(path, compile=False):
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise GreatError(f"{path} is not a loadable .keras model ({type(err).__name__}: {reason}); "
                          f"pass a file written by model.save(), or retrain") from None
+
+
+def check_input_shape(model, input_shape, path, data):
+    """A one-line `GreatError` if `model` (loaded from `path`) does not take images of
+    `input_shape` (those of the data set `data`), instead of a graph error at its first call."""
+    from great_tf.errors import GreatError
+
+    try:
+        expected = tuple(model.input_shape[1:])
+    except (AttributeError, ValueError, TypeError):  # a model without a fixed input: nothing to check
+        return
+    if len(expected) != len(input_shape) or any(e is not None and e != int(g)
+                                                for e, g in zip(expected, input_shape)):
+        raise GreatError(f"the model {path} takes inputs of shape {expected}, but {data} has images "
+                         f"of shape {tuple(int(g) for g in input_shape)}: pass the data set the "
+                         f"model was trained on")

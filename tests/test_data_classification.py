@@ -96,6 +96,26 @@ def test_an_unregistered_prepared_folder_loads_by_its_name(tmp_path):
     np.testing.assert_array_equal(labels, expected_labels)
 
 
+def test_labels_beyond_the_declared_class_count_are_one_line(tmp_path):
+    """MNIST's test split (labels 0..9) under metadata that declares 5 classes."""
+    source = os.path.join(SHARED, "mnist", "3.0.1")
+    target = tmp_path / "few_digits" / "1.0.0"
+    target.mkdir(parents=True)
+    features = open(os.path.join(source, "features.json"), encoding="utf-8").read()
+    (target / "features.json").write_text(features.replace('"numClasses": "10"', '"numClasses": "5"'),
+                                          encoding="utf-8")
+    shutil.copy(os.path.join(source, "mnist-test.tfrecord-00000-of-00001"),
+                target / "few_digits-test.tfrecord-00000-of-00001")
+    meta = json.load(open(os.path.join(source, "dataset_info.json"), encoding="utf-8"))
+    meta.update(name="few_digits", version="1.0.0")
+    meta["splits"] = [s for s in meta["splits"] if s["name"] == "test"]
+    (target / "dataset_info.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert classification_info("few_digits", str(tmp_path)).num_classes == 5
+    message = one_line_error(load_classification, "few_digits", "test", str(tmp_path), 50)
+    assert message.startswith("data set 'few_digits' split 'test' has labels outside 0..4 (e.g. 5; 28 of 50)")
+    assert "but declares 5 classes" in message and "tfds build few_digits" in message
+
+
 def one_line_error(call, *args):
     with pytest.raises(GreatError) as err:
         call(*args)

@@ -67,3 +67,25 @@ def test_missing_teacher_is_a_one_line_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: teacher") and "--train-teacher" in err[0]
+
+
+def table3_notes(tmp_path, **changes):
+    import argparse
+
+    from great_tf.distill.runs import write_table3
+
+    values = dict(student="cnn5", student_width=None, width=16, eval_limit=None, dataset="cifar10",
+                  teacher="teacher.keras", preset="small", epochs=3, sparse_epochs=16, batch_size=64,
+                  seed=0, train_limit=None, steps_per_epoch=None, logdir=str(tmp_path))
+    results = [{"method": "baseline", "fraction": 1.0, "test accuracy": 50.0, "train s": 1.0},
+               {"method": "great", "fraction": 1.0, "test accuracy": 51.0, "train s": 2.0, "alpha": 0.1}]
+    return write_table3(results, argparse.Namespace(**{**values, **changes}), "resnet18", 60.0)
+
+
+def test_the_table_notes_state_the_train_limit_and_the_step_cap_when_set(tmp_path):
+    text = table3_notes(tmp_path, train_limit=40, steps_per_epoch=2)
+    assert "3 epochs dense, 16 sparse, each epoch capped at 2 steps, batch 64" in text
+    assert "stratified 0.05 of the first 40 images of the training split (train limit)" in text
+    plain = table3_notes(tmp_path)
+    assert "capped" not in plain and "train limit" not in plain
+    assert "3 epochs dense, 16 sparse, batch 64" in plain and "0.05 of the training set" in plain

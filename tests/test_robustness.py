@@ -48,14 +48,14 @@ def fired(findings):
 
 def test_a_plainly_trained_model_fires_no_check(plain, blobs):
     findings = diagnose(plain, blobs)
-    assert len(findings) == 8 and all(set(f) == {"check", "flagged", "evidence"} for f in findings)
+    assert len(findings) == 9 and all(set(f) == {"check", "flagged", "evidence"} for f in findings)
     assert fired(findings) == set(), robustness.format_findings(findings)
     _, (x, y) = blobs
     assert np.mean(np.argmax(plain(x), 1) == y) > 0.7  # it learned something: the checks had work
     white_box = next(f["evidence"] for f in findings if f["check"] == "iterative-vs-single-step")
     assert "APGD-CE 100.0 %" not in white_box  # and the attacks did succeed on some examples
     text = robustness.format_findings(findings, "plain")
-    assert text.startswith("plain: no gradient-masking check fired (8 checks).")
+    assert text.startswith("plain: no gradient-masking check fired (9 checks).")
 
 
 def test_a_model_that_rounds_its_input_fires(plain, blobs):
@@ -76,6 +76,18 @@ def test_logits_times_a_large_constant_fire_the_saturation_check(plain, blobs):
 def test_probabilities_instead_of_logits_fire(plain, blobs):
     findings = diagnose(lambda x: tf.nn.softmax(plain(x)), blobs)
     assert "outputs-are-logits" in fired(findings)
+
+
+def test_nan_outputs_are_a_finding_of_their_own_and_not_judged_as_logits():
+    outputs = np.array([[np.nan, 1.0], [-2.0, 3.0], [np.inf, 0.0]])
+    finite, logits = robustness.check_outputs_are_finite(outputs), robustness.check_outputs_are_logits(outputs)
+    assert finite["flagged"] and finite["evidence"].startswith("2 of 3 examples have nan or inf outputs")
+    assert not logits["flagged"] and "range over [-2, 3]" in logits["evidence"]  # the finite row alone
+    broken = np.full((4, 2), np.nan)
+    text = robustness.format_findings([robustness.check_outputs_are_finite(broken),
+                                       robustness.check_outputs_are_logits(broken)])
+    assert "[FIRED] outputs-are-finite: 4 of 4 examples" in text and "nan" not in text.split("\n")[-1]
+    assert text.endswith("[ok] outputs-are-logits: not run: no example has finite outputs.")
 
 
 def test_measured_accuracies_are_compared_not_recomputed():

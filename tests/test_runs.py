@@ -187,3 +187,20 @@ def test_a_run_that_fails_before_writing_anything_leaves_no_folder_behind(tmp_pa
     result = cli("trainers.mtl", "--logdir", str(kept), "--method", "equal", "--data-dir",
                  str(tmp_path / "no_data_here"))
     assert result.returncode == 2 and kept.is_dir()  # a folder the user made stays
+
+
+def test_an_interrupted_sweep_says_how_to_continue_without_a_missing_resume_flag(capsys):
+    from tuning import common
+
+    def main(argv):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_:
+        common.run_cli(main)
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err
+    assert err == ("interrupted: run the same command again to continue the sweep: finished trials are "
+                   "kept and the interrupted one continues from its last finished epoch\n")
+    with pytest.raises(SystemExit):
+        runs.run_cli(main, [])  # a trainer has --resume
+    assert capsys.readouterr().err == "interrupted: run again with --resume to continue from the last finished epoch\n"

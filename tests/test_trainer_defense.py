@@ -87,3 +87,64 @@ def test_default_eps_grid_and_fgsm_training_eps_follow_the_pixel_scale():
     # Given flags are taken as they are, on the stated scale.
     given = defense.parse_args(["--pixel-scale", "255", "--eps-grid", "0", "8", "--fgsm-train-eps", "8"])
     assert given.eps_grid == [0.0, 8.0] and given.fgsm_train_eps == 8.0
+
+
+def saved_run(folder, config, input_shape=(32, 32, 3)):
+    """A run folder holding a small classifier's model.keras and the given config.json."""
+    import keras
+
+    os.makedirs(folder, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(
+        os.path.join(folder, "model.keras"))
+    if config is not None:
+        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config if isinstance(config, str) else __import__("json").dumps(config))
+    return folder
+
+
+EVALUATE = ["--attack-limit", "4", "--eval-limit", "8", "--attacks", "paper", "--spsa-limit", "2",
+            "--spsa-samples", "2", "--iterations", "2", "--restarts", "1", "--eps-grid", "0", "0.1"]
+
+
+def test_evaluate_describes_the_model_it_evaluates_not_the_current_flags(tmp_path):
+    needs_cifar10()
+    folder = saved_run(str(tmp_path / "great"), {
+        "dataset": "cifar10", "preset": "medium", "epochs": 7, "batch_size": 16, "width": 4,
+        "train_limit": 24, "steps_per_epoch": 2, "eval_limit": None, "seed": 5, "method": "great",
+        "alpha_max": 1.0, "beta_max": 2.0, "fgsm_train_eps": 0.2, "pixel_scale": 1.0})
+    _, text = defense.evaluate_saved(defense.parse_args(["--evaluate", folder, *EVALUATE, "--preset", "small"]))
+    assert ("Settings: cifar10, preset medium, 7 epochs of at most 2 steps, batch 16, ResNet-18 width 4, "
+            "seed 5; trained on 24 images; Train is on the first 24 training images") in text
+
+
+def test_evaluate_without_a_config_says_the_training_settings_are_unknown(tmp_path):
+    needs_cifar10()
+    folder = saved_run(str(tmp_path / "great"), None)
+    _, text = defense.evaluate_saved(defense.parse_args(["--evaluate", folder, *EVALUATE,
+                                                         "--train-limit", "16"]))
+    assert "Settings: cifar10, Settings of its training: unknown (no config.json next to the model)" in text
+    assert "preset small" not in text
+
+
+@pytest.mark.parametrize("config, expected", [
+    ('{"dataset": "cifar10", "epo', r"config.json is unreadable \(JSONDecodeError\): it holds the settings"),
+    ("[1, 2]", r"config.json is not a run's settings \(a JSON list, not an object\): it holds"),
+])
+def test_a_corrupt_config_under_evaluate_is_one_line(tmp_path, config, expected):
+    from great_tf.errors import GreatError
+
+    folder = saved_run(str(tmp_path / "great"), config)
+    with pytest.raises(GreatError, match=expected):
+        defense.evaluate_saved(defense.parse_args(["--evaluate", folder, *EVALUATE]))
+
+
+def test_evaluate_refuses_a_model_of_another_input_shape_in_one_line(tmp_path):
+    needs_cifar10()
+    from great_tf.errors import GreatError
+
+    folder = saved_run(str(tmp_path / "mnist_model"), {"dataset": "cifar10"}, input_shape=(28, 28, 1))
+    with pytest.raises(GreatError, match=r"takes inputs of shape \(28, 28, 1\), but cifar10 has images of "
+                                         r"shape \(32, 32, 3\)"):
+        defense.evaluate_saved(defense.parse_args(["--evaluate", folder, *EVALUATE]))

@@ -76,12 +76,12 @@ def parse_args(argv=None):
                         help="table columns: paper (Table 1), strong (APGD-CE, APGD-T, Square, AutoAttack "
                         "without FAB-T and the standard AA), "
                         "all (both, plus PGD, transfer and SPSA; default)")
-    parser.add_argument("--eps", type=float, help="attack eps (default: the paper's 0.1 cifar10, 0.2 svhn_cropped; 0.2 mnist and other "
+    parser.add_argument("--eps", type=flags.nonnegative_float, help="attack eps (default: the paper's 0.1 cifar10, 0.2 svhn_cropped; 0.2 mnist and other "
                         "grayscale sets, 0.1 other colour sets)")
-    parser.add_argument("--pixel-scale", type=float, default=1.0,
+    parser.add_argument("--pixel-scale", type=flags.positive_float, default=1.0,
                         help="eps values are on the [0, PIXEL_SCALE] scale (default 1: images in [0, 1])")
     parser.add_argument("--iterations", type=flags.positive_int, default=10, help="iFGSM/PGD/SPSA steps k")
-    parser.add_argument("--eps-iter", type=float, help="iterative step size (default 2.5 * eps / k)")
+    parser.add_argument("--eps-iter", type=flags.positive_float, help="iterative step size (default 2.5 * eps / k)")
     parser.add_argument("--restarts", type=flags.positive_int, default=2, help="PGD random restarts")
     parser.add_argument("--attack-limit", type=flags.positive_int,
                         help="attack only the first N test images (preset: 200 small, all paper)")
@@ -100,12 +100,12 @@ def parse_args(argv=None):
                         help="FAB-T target classes in AA, capped at classes - 1 (preset: 3 small, 9 paper)")
     parser.add_argument("--square-queries", type=flags.positive_int,
                         help="Square attack queries (preset: 500 small, 5000 paper as AutoAttack)")
-    parser.add_argument("--eps-grid", type=float, nargs="+",
+    parser.add_argument("--eps-grid", type=flags.nonnegative_float, nargs="+",
                         help="eps values of the accuracy-against-eps plot (pixel scale as --eps; "
                         "default 0, 0.02, 0.05, 0.1, 0.2, 0.3 of the full range)")
-    parser.add_argument("--alpha-max", type=float, default=ALPHA_MAX)
-    parser.add_argument("--beta-max", type=float, help="default: 2 cifar10 and other colour sets, 10 svhn_cropped, mnist and other grayscale sets")
-    parser.add_argument("--fgsm-train-eps", type=float,
+    parser.add_argument("--alpha-max", type=flags.nonnegative_float, default=ALPHA_MAX)
+    parser.add_argument("--beta-max", type=flags.nonnegative_float, help="default: 2 cifar10 and other colour sets, 10 svhn_cropped, mnist and other grayscale sets")
+    parser.add_argument("--fgsm-train-eps", type=flags.nonnegative_float,
                         help="FGSM eps of adversarial training (pixel scale as --eps; default the "
                         "paper's 0.2 of the full range)")
     parser.add_argument("--surrogate", help="undefended model.keras for the transfer attack "

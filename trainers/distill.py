@@ -49,11 +49,11 @@ def add_distill_flags(parser):
     parser.add_argument("--fraction", type=flags.fraction_type,
                         help="share of the training set: 1.0 dense, 0.05 sparse "
                              "(default: both with --method all, else 1.0)")
-    parser.add_argument("--alpha", type=float, default=0.1, help="GREAT's alpha (paper: 0.1)")
-    parser.add_argument("--distill-alpha", type=float,
+    parser.add_argument("--alpha", type=flags.nonnegative_float, default=0.1, help="GREAT's alpha (paper: 0.1)")
+    parser.add_argument("--distill-alpha", type=flags.unit_float,
                         help="Hinton alpha (default: the paper's 0.1 dense, 0.99 sparse)")
-    parser.add_argument("--temperature", type=float, help="Hinton temperature (default: 20)")
-    parser.add_argument("--sobolev-alpha", type=float, default=0.1, help="Sobolev alpha")
+    parser.add_argument("--temperature", type=flags.positive_float, help="Hinton temperature (default: 20)")
+    parser.add_argument("--sobolev-alpha", type=flags.nonnegative_float, default=0.1, help="Sobolev alpha")
     parser.add_argument("--epochs-sparse", dest="sparse_epochs", type=flags.positive_int,
                         help="student epochs in the sparse regime (preset)")
     parser.add_argument("--teacher-epochs", type=flags.positive_int, help="teacher epochs (preset)")

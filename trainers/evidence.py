@@ -127,4 +127,4 @@ def stop_cleanly_on_signals():
 
 
 if __name__ == "__main__":
-    flags.run_cli(main, resume_hint=resume_hint(sys.argv[1:]))
+    flags.run_cli(main, interrupted_hint=resume_hint(sys.argv[1:]))

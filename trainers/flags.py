@@ -5,6 +5,7 @@ Everything a run does with them (folders, locks, resume, fitting, one-line endin
 """
 
 import argparse
+import math
 import os
 
 from great_tf.runs import (  # noqa: F401 - re-exported for the trainers
@@ -35,15 +36,54 @@ def seed_type(text):
     return value
 
 
-def fraction_type(text):
-    """A share of a data set, in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
+def number_type(low=None, high=None, open_low=False):
+    """A type for a finite number in [low, high] ((low, high] with `open_low`; None: unbounded):
+    nan, inf and numbers out of range are refused when the flags are parsed, not after training."""
+    bounds = []
+    if low is not None and high is not None:
+        bounds = [f"in {'(' if open_low else '['}{low:g}, {high:g}]"]
+    elif low is not None:
+        bounds = [f"{'>' if open_low else '>='} {low:g}"]
+    elif high is not None:
+        bounds = [f"<= {high:g}"]
+    wanted = " ".join(["a finite number", *bounds])
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if (not math.isfinite(value) or (low is not None and (value < low or open_low and value == low))
+                or (high is not None and value > high)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.wanted = wanted  # for number_list's message
+    return parse
+
+
+finite_float = number_type()
+nonnegative_float = number_type(low=0.0)  # a loss weight (alpha, beta), an eps
+positive_float = number_type(low=0.0, open_low=True)  # a temperature, a pixel scale
+unit_float = number_type(low=0.0, high=1.0)  # a mixing weight, e.g. Hinton's alpha
+fraction_type = number_type(low=0.0, high=1.0, open_low=True)  # a share of a data set
+
+
+def number_list(item_type):
+    """A type for a non-empty comma-separated list of `item_type` numbers (e.g. --alphas 0.1,0.5):
+    an empty list is refused, not silently replaced by a default."""
+
+    def parse(text):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        try:
+            return [item_type(item) for item in items]
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, each "
+                                             f"{item_type.wanted}, got {text!r}") from None
+
+    return parse
 
 
 def choice_list(choices):

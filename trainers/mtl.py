@@ -46,6 +46,21 @@ def benchmark_options():
     return found
 
 
+# Float hyperparameters divided by (a temperature, a Dirichlet concentration): 0 is refused too.
+DIVISORS = ("temperature", "concentration")
+
+
+def hyperparameter_type(key, default):
+    """The flag type of a method's hyperparameter: every float one (a loss weight, a rate, a
+    norm) is finite and >= 0, a divisor > 0, a seed in the seeds' range; others parse as their
+    default's type (and the method checks their values)."""
+    if isinstance(default, float):
+        return flags.positive_float if key in DIVISORS else flags.nonnegative_float
+    if key == "seed":
+        return flags.seed_type
+    return type(default)
+
+
 def parse_args(argv=None):
     from great_tf.mtl import available_methods, method_class
     from great_tf.mtl.benchmarks import available_benchmarks, get_benchmark
@@ -66,7 +81,7 @@ def parse_args(argv=None):
                             help=f"{', '.join(benchmarks)} only: {key} (preset; default {default})")
     for name in available_methods():
         for key, default in method_class(name).hyperparameters.items():
-            parser.add_argument(f"--{name}-{key.replace('_', '-')}", type=type(default),
+            parser.add_argument(f"--{name}-{key.replace('_', '-')}", type=hyperparameter_type(key, default),
                                 help=f"{name}: {key} (default {default}, or the data set's)")
     args = parser.parse_args(argv)
     benchmark = get_benchmark(args.dataset)

@@ -1,21 +1,25 @@
-"""What every keras-tuner sweep here shares: list flags, trials that know their folder and print
+"""What every keras-tuner sweep here shares: trials that know their folder and print
 a line when they end, and a one-line error for a tuner state that cannot be read."""
 
-import argparse
 import json
 import math
 import os
+import sys
 import time
 
-from great_tf.errors import GreatError
+from great_tf.errors import GreatError, TrainingDiverged
 
 
-def float_list(text):
-    """A type for comma-separated numbers, e.g. --alphas 0.1,0.5."""
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+SWEEP_INTERRUPTED = ("run the same command again to continue the sweep: finished trials are kept and "
+                     "the interrupted one continues from its last finished epoch")
+
+
+def run_cli(main):
+    """`great_tf.runs.run_cli` for a sweep, whose interrupt says how a sweep continues (it has no
+    --resume: the same command resumes it)."""
+    from trainers import flags
+
+    return flags.run_cli(main, interrupted_hint=SWEEP_INTERRUPTED)
 
 
 def add_sweep_flags(parser):
@@ -39,16 +43,39 @@ def with_trial_dirs(tuner_class):
 
     class TrialDirTuner(tuner_class):
         def run_trial(self, trial, *args, **kwargs):
-            return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id), **kwargs)
+            try:
+                return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id),
+                                         **kwargs)
+            except TrainingDiverged as err:
+                # The trial fails (not retried) and the sweep goes on; its line gives the reason.
+                import keras_tuner as kt
+
+                self._trial_failure = str(err)
+                raise kt.errors.FailedTrialError(str(err)) from None
+
+        def _try_run_and_update_trial(self, trial, *args, **kwargs):
+            # keras-tuner prints the traceback of every failed trial (its DEBUG, on by default);
+            # `on_trial_end` prints it for the failures that are not a one-line divergence.
+            from keras_tuner.src import config
+
+            debug, config.DEBUG = config.DEBUG, False
+            try:
+                return super()._try_run_and_update_trial(trial, *args, **kwargs)
+            finally:
+                config.DEBUG = debug
 
         def on_trial_begin(self, trial):
             super().on_trial_begin(trial)
             self._trial_started = time.time()
+            self._trial_failure = None
 
         def on_trial_end(self, trial):
             super().on_trial_end(trial)  # records the trial's status and score in the oracle
             seconds = time.time() - getattr(self, "_trial_started", time.time())
-            print(trial_line(self.oracle, trial, seconds), flush=True)
+            if trial.status != "COMPLETED" and trial.message and not getattr(self, "_trial_failure", None):
+                print(trial.message, file=sys.stderr, flush=True)  # an unforeseen error: all of it
+            print(trial_line(self.oracle, trial, seconds, getattr(self, "_trial_failure", None)),
+                  flush=True)
 
         def reload(self):
             super().reload()
@@ -71,17 +98,19 @@ def planned_trials(oracle):
     return min(math.prod(sizes), oracle.max_trials or math.inf)
 
 
-def trial_line(oracle, trial, seconds):
+def trial_line(oracle, trial, seconds, failure=None):
     """`trial 3 of 5: alpha 0.1: val_accuracy 66.40 (best so far 66.40); 12.9 min`: one finished
     trial, its number of the planned total, its settings, its score and the sweep's best. The time
-    is this process's: a trial resumed after an interruption reports only its rest."""
+    is this process's: a trial resumed after an interruption reports only its rest. A failed trial
+    gives its `failure` (e.g. the step where its loss became nan)."""
     total = planned_trials(oracle)
     number = f"trial {int(trial.trial_id) + 1}" + (f" of {total}" if total else "")
     settings = ", ".join(f"{name} {value:g}" if isinstance(value, (int, float)) else f"{name} {value}"
                          for name, value in trial.hyperparameters.values.items())
     name = oracle.objective.name
     if trial.status != "COMPLETED" or not trial.metrics.exists(name):
-        return f"{number}: {settings}: {str(trial.status).lower()}; {seconds / 60:.1f} min"
+        reason = f" ({failure})" if failure else ""
+        return f"{number}: {settings}: {str(trial.status).lower()}{reason}; {seconds / 60:.1f} min"
     best = oracle.get_best_trials(1)[0].metrics.get_last_value(name)
     return (f"{number}: {settings}: {name} {trial.metrics.get_last_value(name):.2f} "
             f"(best so far {best:.2f}); {seconds / 60:.1f} min")
@@ -111,8 +140,12 @@ def make_tuner(hypermodel, objective, tuner, max_trials, logdir, project, overwr
     a one-line error if that state is unreadable."""
     import keras_tuner as kt
 
+    # A diverged trial fails alone: keras-tuner's default would end the sweep after 3 failed trials
+    # in a row (a grid corner of large weights). Other failures print their traceback, and a sweep
+    # that finishes no trial ends in one line.
     common = {"objective": objective, "directory": os.path.join(logdir, "tuner"),
-              "project_name": project, "overwrite": overwrite, "seed": seed}
+              "project_name": project, "overwrite": overwrite, "seed": seed,
+              "max_consecutive_failed_trials": None}
     try:
         if tuner == "grid":
             return with_trial_dirs(kt.GridSearch)(hypermodel, max_trials=max_trials, **common)

@@ -33,12 +33,12 @@ def parse_args(argv=None):
     parser = flags.OneLineParser(prog="python -m tuning.defense", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="mnist", help="any prepared TFDS image-classification set")
     parser.add_argument("--mode", default="great+ce", choices=MODES, help="the defense swept")
-    parser.add_argument("--betas", type=common.float_list, help="beta_max values (default 0.5,2,10)")
-    parser.add_argument("--alphas", type=common.float_list, help="alpha_max values (default 0.3,1,3)")
+    parser.add_argument("--betas", type=flags.number_list(flags.nonnegative_float), help="beta_max values (default 0.5,2,10)")
+    parser.add_argument("--alphas", type=flags.number_list(flags.nonnegative_float), help="alpha_max values (default 0.3,1,3)")
     parser.add_argument("--tuner", default="grid", choices=("grid", "bayesian"))
     parser.add_argument("--max-trials", type=flags.positive_int,
                         help="trials (grid: default the whole grid; bayesian: 10)")
-    parser.add_argument("--clean-drop", type=float, default=2.0,
+    parser.add_argument("--clean-drop", type=flags.nonnegative_float, default=2.0,
                         help="allowed clean-accuracy loss against the baseline, in points (default 2)")
     parser.add_argument("--val-fraction", type=flags.fraction_type, default=0.1,
                         help="stratified share of the training set held out for the objective")
@@ -53,9 +53,9 @@ def parse_args(argv=None):
     parser.add_argument("--apgd-iterations", type=flags.positive_int)
     parser.add_argument("--apgd-targets", type=flags.positive_int)
     parser.add_argument("--square-queries", type=flags.positive_int)
-    parser.add_argument("--eps", type=float, help="attack eps (default: the data set's, as the trainer)")
-    parser.add_argument("--pixel-scale", type=float, default=1.0)
-    parser.add_argument("--fgsm-train-eps", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--eps", type=flags.nonnegative_float, help="attack eps (default: the data set's, as the trainer)")
+    parser.add_argument("--pixel-scale", type=flags.positive_float, default=1.0)
+    parser.add_argument("--fgsm-train-eps", type=flags.nonnegative_float, default=None, help=argparse.SUPPRESS)
     common.add_sweep_flags(parser)
     args = flags.apply_preset(parser.parse_args(argv), PRESETS)
     # What great_tf.defense.runs reads and a sweep does not vary: AA only, no curves, no SPSA.
@@ -236,4 +236,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    flags.run_cli(main)
+    common.run_cli(main)

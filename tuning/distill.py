@@ -67,8 +67,8 @@ def parse_args(argv=None):
                         help="share of the (non-validation) training set: 1.0 dense, 0.05 sparse")
     parser.add_argument("--val-fraction", type=flags.fraction_type, default=0.1,
                         help="stratified share of the training set held out for the objective")
-    parser.add_argument("--alphas", type=common.float_list, help="override the alpha grid")
-    parser.add_argument("--temperatures", type=common.float_list, help="override the temperature grid")
+    parser.add_argument("--alphas", type=flags.number_list(flags.nonnegative_float), help="override the alpha grid")
+    parser.add_argument("--temperatures", type=flags.number_list(flags.positive_float), help="override the temperature grid")
     parser.add_argument("--preset", default="small", choices=tuple(PRESETS))
     parser.add_argument("--epochs", type=flags.positive_int)
     parser.add_argument("--batch-size", type=flags.positive_int)
@@ -83,6 +83,9 @@ def parse_args(argv=None):
 
 def search_space(method, args):
     grid = dict(GRIDS[method])
+    if method == "distill" and args.alphas and max(args.alphas) > 1.0:
+        raise GreatError(f"--alphas {max(args.alphas):g}: Hinton distillation's alpha mixes CE and "
+                         f"the soft loss, (1 - alpha) CE + alpha T^2 KL, and must be in [0, 1]")
     if args.alphas:
         grid["alpha"] = args.alphas
     if args.temperatures and "temperature" in grid:
@@ -232,13 +235,15 @@ def load(args):
 
 
 def write_tables(rows, trial_rows, args):
+    from great_tf.distill.runs import step_cap_note, training_set_note
     from great_tf.reporting import write_table
 
     notes = [
-        f"Student {args.student} on {args.dataset}, {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.tuner} search; objective: accuracy on a stratified {args.val_fraction:g} of the "
-        f"training set held out (seed {args.seed}); test accuracy of the chosen trial reported "
-        f"separately. Every trial starts from the same student weights.",
+        f"Student {args.student} on {args.dataset}, {args.epochs} epochs{step_cap_note(args)}, batch "
+        f"{args.batch_size}, {args.tuner} search; objective: accuracy on a stratified "
+        f"{args.val_fraction:g} of the {training_set_note(args)} held out (seed {args.seed}); test "
+        f"accuracy of the chosen trial reported separately. Every trial starts from the same student "
+        f"weights.",
         "trials to best: the trial (in run order) that first reached the best validation accuracy; "
         "trials to within 0.5: the first within 0.5 points of it; random trials to within 0.5: "
         "how many a random search over the same settings needs on average, (N + 1) / (k + 1) "
@@ -272,4 +277,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    flags.run_cli(main)
+    common.run_cli(main)

@@ -190,6 +190,19 @@ def read_split(builder, name, split, keys, data_dir):
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
 
+def check_labels(labels, info, split):
+    """A one-line `GreatError` if a label is outside [0, num_classes): a set whose metadata
+    declares fewer classes than its records hold would otherwise train a too-small output layer,
+    and its cross-entropy fail inside the graph (or, on some devices, silently give nan)."""
+    outside = labels[(labels < 0) | (labels >= info.num_classes)]
+    if outside.size:
+        raise GreatError(
+            f"data set {info.name!r} split {split!r} has labels outside 0..{info.num_classes - 1} "
+            f"(e.g. {int(outside[0])}; {outside.size} of {labels.size}) but declares "
+            f"{info.num_classes} classes: its metadata (features.json) does not match its records; "
+            f"rebuild it with `tfds build {info.name}`")
+
+
 def load_classification(name, split, data_dir=None, limit=None):
     """(images float32 in [0, 1], labels int32) of a split, or of its first `limit` examples.
 
@@ -200,6 +213,7 @@ def load_classification(name, split, data_dir=None, limit=None):
     info = describe(builder, name)
     images, labels = read_split(builder, name, sliced(split, limit), (info.image_key, info.label_key), data_dir)
     images, labels = take((images, labels), limit)
+    check_labels(labels, info, split)
     scale = info.pixel_range[1]
     images = np.asarray(images, np.float32)
     if scale != 1.0:

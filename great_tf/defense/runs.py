@@ -3,7 +3,6 @@ mode, attacking it, the reports, re-evaluating a saved model. `trainers.defense`
 and calls these (docs/design.md#defense, #robustness); `args` is the trainer's parsed namespace.
 """
 
-import json
 import os
 
 from great_tf import runs
@@ -23,8 +22,8 @@ def check_args(args):
     args.eps = info.eps * args.pixel_scale if args.eps is None else args.eps
     args.beta_max = info.beta_max if args.beta_max is None else args.beta_max
     args.num_classes = info.num_classes
-    for name in ("eps", "eps_iter", "fgsm_train_eps"):
-        value = getattr(args, name)
+    given = [(name, getattr(args, name)) for name in ("eps", "eps_iter", "fgsm_train_eps")]
+    for name, value in given + [("eps_grid", e) for e in getattr(args, "eps_grid", None) or ()]:
         if value is not None and not 0 <= value <= args.pixel_scale:
             raise GreatError(f"--{name.replace('_', '-')} {value} is outside [0, {args.pixel_scale}], "
                              f"the pixel scale: set --pixel-scale to the scale your eps is on")
@@ -131,11 +130,28 @@ def train_method(method, args, train, test):
 
 
 # -- reports --------------------------------------------------------------------------------------
-def table_notes(args):
+TRAINING_KEYS = ("preset", "epochs", "batch_size", "width", "seed", "steps_per_epoch")
+
+
+def training_note(trained, n_train):
+    """How the evaluated model was trained (`trained`: its run's config; None: unknown)."""
+    if trained is None:
+        return "Settings of its training: unknown (no config.json next to the model)"
+    cap = (f" of at most {trained['steps_per_epoch']} steps" if trained.get("steps_per_epoch") else "")
+    return (f"preset {trained.get('preset')}, {trained.get('epochs')} epochs{cap}, batch "
+            f"{trained.get('batch_size')}, ResNet-18 width {trained.get('width')}, seed "
+            f"{trained.get('seed')}; trained on {n_train} images")
+
+
+def table_notes(args, trained=None):
+    """The notes under a robustness table. `trained`: the settings the model was trained with
+    (its run's config.json, under --evaluate), default the flags' (the model was just trained)."""
     from great_tf.evaluation import attack_settings_note, column_notes, paper_table1_note
 
     from great_tf.evaluation import TRAIN_EXAMPLES
 
+    if trained is None and not getattr(args, "evaluate", None):
+        trained = {k: getattr(args, k, None) for k in TRAINING_KEYS}
     n_train, n_test = getattr(args, "data_sizes", (None, None))
     attacked = min(args.attack_limit, n_test) if args.attack_limit and n_test else args.attack_limit
     limit = f"the first {attacked} test images" if attacked else "every test image evaluated"
@@ -145,9 +161,8 @@ def table_notes(args):
         f"Test accuracy in %. eps = {args.eps:g} on the [0, {args.pixel_scale:g}] pixel scale "
         f"(= {unit(args.eps, args):.4g} of the full range; images in [0, 1]), L-inf. "
         + attack_settings_note(args.attacks, attack_settings(args)),
-        f"Settings: {args.dataset}, preset {args.preset}, {args.epochs} epochs, batch {args.batch_size}, "
-        f"ResNet-18 width {args.width}, seed {args.seed}; trained on {n_train} images; Train is "
-        f"on the first {min(TRAIN_EXAMPLES, n_train or TRAIN_EXAMPLES)} of them; No attack on {test_set}.",
+        f"Settings: {args.dataset}, {training_note(trained, n_train)}; Train is on the first "
+        f"{min(TRAIN_EXAMPLES, n_train or TRAIN_EXAMPLES)} training images; No attack on {test_set}.",
         f"Every attack column is on {limit}" + (f" (SPSA: the first {args.spsa_limit})" if args.spsa_limit
                                                 else "") + ".",
         *column_notes(args.attacks, attack_settings(args)),
@@ -157,16 +172,16 @@ def table_notes(args):
     return notes
 
 
-def write_reports(rows, args, stem_dir=None):
+def write_reports(rows, args, stem_dir=None, trained=None):
     """The robustness table (.md/.csv/.json) with the masking findings under it, the
-    accuracy-against-eps plot and the saliency grid."""
+    accuracy-against-eps plot and the saliency grid; `trained` as in `table_notes`."""
     from great_tf.data import load_classification
     from great_tf.evaluation import write_report
 
     images = load_classification(args.dataset, "test", args.data_dir, SALIENCY_IMAGES)[0]
     return write_report(
         rows, args.attacks, stem_dir or args.logdir, f"Adversarial robustness on {args.dataset}",
-        table_notes(args), eps_label=f"eps ([0, {args.pixel_scale:g}] pixel scale)",
+        table_notes(args, trained), eps_label=f"eps ([0, {args.pixel_scale:g}] pixel scale)",
         curve_title=f"{args.dataset}: accuracy against eps (L-inf, [0, {args.pixel_scale:g}] pixel scale, "
                     f"k = {args.iterations}, APGD {args.apgd_iterations} iterations)",
         images=images,
@@ -177,34 +192,51 @@ def write_reports(rows, args, stem_dir=None):
 def evaluate_saved(args):
     """--evaluate PATH: the row of a saved model, written next to it, without retraining."""
     from great_tf.errors import GreatError
-    from great_tf.saving import load_model
+    from great_tf.saving import check_input_shape, load_model
 
     path = args.evaluate
     model_path = os.path.join(path, "model.keras") if os.path.isdir(path) else path
     if not os.path.exists(model_path):
         raise GreatError(f"no saved model at {model_path}: pass a method's run folder or its model.keras")
     run_dir = os.path.dirname(os.path.abspath(model_path))
-    config_path = os.path.join(run_dir, "config.json")
+    config = saved_config(run_dir)
     method = os.path.basename(run_dir)
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
+    if config is not None:
         method = config.get("method", method)
-        # The model's own data set and pixel scale, unless given on the command line.
+        # The model's own data set and pixel scale, unless given on the command line; its own
+        # training images (the Train column is on the first of them).
         args.dataset = config.get("dataset", args.dataset)
+        args.train_limit = config.get("train_limit")
         if args.pixel_scale == 1.0:
             args.pixel_scale = config.get("pixel_scale", 1.0)
     check_args(args)
     args.logdir = os.path.dirname(run_dir)
     model = load_model(model_path)
     train, test = load_data(args)
+    check_input_shape(model, train[0].shape[1:], model_path, args.dataset)
     result = finish_row(None, method, evaluate(model, train, test, args, load_surrogate(args)), None)
     folder = evaluation_dir(run_dir, args)
     os.makedirs(folder, exist_ok=True)
     runs.write_json(os.path.join(folder, runs.RESULT_NAME),
                     {**{k: v for k, v in result.items() if k != "saliency"}, "eps": args.eps,
                      "pixel_scale": args.pixel_scale, "attacks": args.attacks})
-    return [result], write_reports([result], args, stem_dir=folder)
+    return [result], write_reports([result], args, stem_dir=folder, trained=config)
+
+
+def saved_config(run_dir):
+    """The config.json of the run that saved the model in `run_dir` (None: there is none); a
+    one-line `GreatError` if it is unreadable or not a run's settings."""
+    from great_tf.errors import GreatError
+
+    path = os.path.join(run_dir, runs.CONFIG_NAME)
+    fix = (f"it holds the settings the model was trained with (data set, pixel scale, the table's "
+           f"notes): restore it, or delete it to evaluate on the flags' data set with the settings "
+           f"unknown")
+    config = runs.read_json(path, fix)
+    if config is not None and not isinstance(config, dict):
+        raise GreatError(f"{path} is not a run's settings (a JSON {type(config).__name__}, not an "
+                         f"object): {fix}")
+    return config
 
 
 def evaluation_dir(run_dir, args):

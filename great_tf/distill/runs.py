@@ -110,6 +110,18 @@ def train_student(method, fraction, args, data, teacher):
     return result
 
 
+def step_cap_note(args):
+    """', each epoch capped at N steps' when --steps-per-epoch caps them (else nothing)."""
+    return f", each epoch capped at {args.steps_per_epoch} steps" if args.steps_per_epoch else ""
+
+
+def training_set_note(args):
+    """The training set the students saw: the whole split, or its first --train-limit images."""
+    if args.train_limit:
+        return f"first {args.train_limit} images of the training split (train limit)"
+    return "training set"
+
+
 def write_table3(results, args, teacher_name, teacher_accuracy):
     from great_tf.distill import METHOD_NAMES
     from great_tf.distill.experiment import REGIMES, regime_name, table3_rows
@@ -125,9 +137,10 @@ def write_table3(results, args, teacher_name, teacher_accuracy):
         f"Test accuracy (%) of the {args.student} student (width {student_width(args)}) on "
         f"{test_set} {args.dataset} test split; teacher {teacher_name} {args.teacher} with "
         f"{teacher_accuracy:.2f} % test accuracy.",
-        f"Preset {args.preset}: {args.epochs} epochs dense, {args.sparse_epochs} sparse, batch "
-        f"{args.batch_size}, Adam 1e-3 with the poly multiplier, seed {args.seed}; the sparse "
-        f"regime is a stratified {min(REGIMES):g} of the training set (seeded).",
+        f"Preset {args.preset}: {args.epochs} epochs dense, {args.sparse_epochs} sparse"
+        f"{step_cap_note(args)}, batch {args.batch_size}, Adam 1e-3 with the poly multiplier, seed "
+        f"{args.seed}; the sparse regime is a stratified {min(REGIMES):g} of the "
+        f"{training_set_note(args)} (seeded).",
         f"Hyperparameters: {settings}.",
         "Paper columns: Table 3 (50,000 training images, 50 epochs, full-width networks); "
         "Sobolev's numbers are from the supplement." if has_paper else "",

@@ -17,13 +17,13 @@ Rows are dicts keyed by table column (a metric's label from `Task.metric_labels`
 """
 
 import csv
-import json
 import math
 import os
 
 from great_tf.errors import GreatError
 from great_tf.mtl.tasks import HIGHER, LOWER
 from great_tf.reporting import markdown_table
+from great_tf.runs import write_json
 
 DELTA_M = "Δm %"
 SINGLE = "single"
@@ -143,7 +143,6 @@ def write_comparison(stem, seed_rows, columns, title, notes=(), formats=None):
         writer = csv.DictWriter(f, fieldnames=csv_columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(seed_rows)
-    with open(f"{stem}.json", "w", encoding="utf-8") as f:
-        json.dump({"title": title, "columns": columns, "rows": summary, "seed_rows": seed_rows,
-                   "notes": list(notes)}, f, indent=2, ensure_ascii=False)
+    write_json(f"{stem}.json", {"title": title, "columns": columns, "rows": summary, "seed_rows": seed_rows,
+                                "notes": list(notes)})
     return text, summary
